@@ -1,0 +1,1 @@
+"""Losses: one class per file, each with a YAML in conf/loss/."""

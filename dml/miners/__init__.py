@@ -1,0 +1,1 @@
+"""Miners: one class per file, each with a YAML in conf/miner/."""
