@@ -1,0 +1,1 @@
+"""Backbones: networks that map an input to an embedding vector."""

@@ -1,0 +1,1 @@
+"""Dataset sources: each loads its data and returns train/val/test splits."""

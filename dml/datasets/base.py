@@ -1,0 +1,152 @@
+"""What every dataset source returns, and the shared splitting of in-memory arrays.
+
+A source is instantiated from ``conf/dataset/<name>.yaml`` and :meth:`DatasetSource.load`
+returns :class:`DataSplits`. Every split is a :class:`LabeledDataset`: a torch Dataset that
+also exposes all its labels at once, which the class-balanced sampler needs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from dml.errors import DmlError
+
+SPLITS = ("samples", "classes")
+
+
+class LabeledDataset(Dataset):
+    """A dataset whose ``labels`` tensor holds the label of every item, in order."""
+
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class TensorLabeledDataset(LabeledDataset):
+    """In-memory features with integer labels; ``transform`` applies per item."""
+
+    def __init__(
+        self,
+        features: Tensor,
+        labels: Tensor,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        if len(features) != len(labels):
+            raise DmlError(f"{len(features)} feature rows but {len(labels)} labels; they must match")
+        self.features = features
+        self.labels = labels.long()
+        self.transform = transform
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        x = self.features[index]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.labels[index]
+
+
+@dataclass
+class DataSplits:
+    train: LabeledDataset
+    val: LabeledDataset
+    test: LabeledDataset
+
+
+class DatasetSource(ABC):
+    """Knows where a dataset lives and how it is split."""
+
+    @abstractmethod
+    def load(self) -> DataSplits:
+        """Read the data and return its three splits."""
+
+
+class ArraySource(DatasetSource):
+    """A source whose data fits in memory as one array; it is split here.
+
+    ``split="samples"`` holds out a stratified fraction of every class (the same classes in
+    every split). ``split="classes"`` is the DML protocol: the first ``train_classes`` classes
+    (in sorted order) train, with a stratified ``val_fraction`` of them held out for
+    validation, and the remaining classes form the test set, never seen in training.
+    """
+
+    def __init__(
+        self,
+        input_shape: list[int],
+        num_classes: int,
+        split: str = "samples",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        train_classes: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if split not in SPLITS:
+            raise DmlError(f"dataset.split={split!r} is not one of {SPLITS}")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 < value < 1:
+                raise DmlError(f"dataset.{name}={value} must lie strictly between 0 and 1")
+        if split == "samples" and val_fraction + test_fraction >= 1:
+            raise DmlError(
+                f"dataset.val_fraction + dataset.test_fraction = {val_fraction + test_fraction} "
+                "leaves no training data; make their sum less than 1"
+            )
+        self.input_shape = list(input_shape)
+        self.num_classes = num_classes
+        self.split = split
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.train_classes = train_classes
+        self.seed = seed
+
+    @abstractmethod
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All features (float32, already scaled) and integer labels."""
+
+    def load(self) -> DataSplits:
+        features, labels = self.arrays()
+        x = torch.as_tensor(features, dtype=torch.float32).reshape(-1, *self.input_shape)
+        y = torch.as_tensor(labels, dtype=torch.long)
+        train_idx, val_idx, test_idx = self.split_indices(labels)
+        return DataSplits(
+            train=TensorLabeledDataset(x[train_idx], y[train_idx]),
+            val=TensorLabeledDataset(x[val_idx], y[val_idx]),
+            test=TensorLabeledDataset(x[test_idx], y[test_idx]),
+        )
+
+    def split_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        classes = np.unique(labels)
+        if self.split == "samples":
+            held = stratified_take(labels, self.val_fraction + self.test_fraction, rng)
+            rest = np.setdiff1d(np.arange(len(labels)), held)
+            share = self.val_fraction / (self.val_fraction + self.test_fraction)
+            val = held[stratified_take(labels[held], share, rng)]
+            test = np.setdiff1d(held, val)
+            return rng.permutation(rest), val, test
+        n_train = self.train_classes if self.train_classes is not None else len(classes) // 2
+        if not 0 < n_train < len(classes):
+            raise DmlError(
+                f"dataset.train_classes={n_train} must lie between 1 and {len(classes) - 1} "
+                f"(the data has {len(classes)} classes)"
+            )
+        seen = np.isin(labels, classes[:n_train])
+        seen_idx = np.flatnonzero(seen)
+        val = seen_idx[stratified_take(labels[seen_idx], self.val_fraction, rng)]
+        train = np.setdiff1d(seen_idx, val)
+        return rng.permutation(train), val, np.flatnonzero(~seen)
+
+
+def stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a random ``fraction`` of every class (at least one item per class)."""
+    taken = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        count = max(1, round(fraction * len(members)))
+        taken.append(rng.choice(members, size=min(count, len(members)), replace=False))
+    return np.sort(np.concatenate(taken))

@@ -1,0 +1,164 @@
+"""EmbeddingModule: trains a backbone with a metric-learning loss and evaluates retrieval."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from dml.curves import pair_distance_stats
+from dml.errors import DmlError
+from dml.losses.base import EmbeddingLoss
+from dml.metrics import clustering_metrics, retrieval_metrics
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class EmbeddingModule(pl.LightningModule):
+    """Backbone, loss and miner come in by injection, already built from their configs.
+
+    Every validation pass logs the retrieval metrics and the distance curves with an
+    ``epoch`` key that counts completed training epochs, so the pass run before training
+    is epoch 0 and curves from different runs line up on the same axis.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        loss: nn.Module,
+        miner: nn.Module | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        normalize: bool = True,
+        k_values: Sequence[int] = (1, 2, 4, 8),
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.loss_fn = loss
+        self.miner = miner
+        self.optimizer_factory = optimizer or torch.optim.Adam
+        self.scheduler_factory = scheduler
+        self.normalize = normalize
+        self.k_values = tuple(k_values)
+        self.run_config = run_config or {}
+        self._eval_batches: list[tuple[Tensor, Tensor]] = []
+        self._epoch_sums = torch.zeros(5, dtype=torch.float64)
+        self._warned_empty = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.embed(self.backbone(x))
+
+    def embed(self, raw: Tensor) -> Tensor:
+        return F.normalize(raw, dim=1) if self.normalize else raw
+
+    def completed_epochs(self) -> int:
+        epoch = self.trainer.current_epoch
+        fitting_now = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
+        return epoch + 1 if fitting_now else epoch
+
+    def compute_loss(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, int, int]:
+        """The loss with its tuple counts; PML losses (no ``compute``) report zero tuples."""
+        mined = self.miner(embeddings, labels) if self.miner is not None else None
+        if isinstance(self.loss_fn, EmbeddingLoss):
+            out = self.loss_fn.compute(embeddings, labels, mined)
+            return out.loss, out.num_tuples, out.num_active
+        value = self.loss_fn(embeddings, labels, mined)
+        count = len(mined[0]) if mined is not None else 0
+        return value, count, count
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, labels = batch
+        raw = self.backbone(x)
+        loss, num_tuples, num_active = self.compute_loss(self.embed(raw), labels)
+        if not torch.isfinite(loss):
+            raise DmlError(
+                f"train/loss became {loss.item()} at epoch {self.trainer.current_epoch}, "
+                f"step {self.global_step}; training stopped and checkpoints/last.ckpt keeps the "
+                "last good epoch. Lower optimizer.lr or check the inputs for NaN/inf"
+            )
+        if num_tuples == 0 and not self._warned_empty:
+            self._warned_empty = True
+            rank_zero_warn(
+                "the miner selected no tuples in a batch, so that step's loss is zero; "
+                "if this repeats, loosen the miner's margin or raise data.samples_per_class"
+            )
+        norms = raw.detach().norm(dim=1).mean()
+        step = torch.tensor([loss.item(), num_tuples, num_active, norms.item(), 1.0])
+        self._epoch_sums += step.double()
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums.zero_()
+
+    def on_train_epoch_end(self) -> None:
+        loss_sum, tuples, active, norm_sum, steps = self._epoch_sums.tolist()
+        steps = max(steps, 1.0)
+        self.log_dict(
+            {
+                "train/loss": loss_sum / steps,
+                "train/active_fraction": active / tuples if tuples else 0.0,
+                "train/tuples_per_step": tuples / steps,
+                "train/embedding_norm": norm_sum / steps,
+                "epoch": float(self.completed_epochs()),
+            }
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_batches = []
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_batches = []
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def _collect(self, batch: tuple[Tensor, Tensor]) -> None:
+        x, labels = batch
+        self._eval_batches.append((self(x).detach(), labels))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val", clustering=False)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test", clustering=True)
+
+    def _log_evaluation(self, prefix: str, clustering: bool) -> None:
+        embeddings = torch.cat([e for e, _ in self._eval_batches])
+        labels = torch.cat([y for _, y in self._eval_batches])
+        self._eval_batches = []
+        metrics = retrieval_metrics(embeddings, labels, k_values=self.k_values)
+        metrics.update(pair_distance_stats(embeddings, labels))
+        if clustering:
+            metrics.update(clustering_metrics(embeddings, labels))
+        logged = {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
+        logged["epoch"] = float(self.completed_epochs())
+        self.log_dict(logged)
+
+    def configure_optimizers(self) -> Any:
+        groups: list[dict[str, Any]] = [{"params": list(self.backbone.parameters())}]
+        loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        if loss_params:
+            group: dict[str, Any] = {"params": loss_params}
+            loss_lr = getattr(self.loss_fn, "lr", None)
+            if loss_lr is not None:
+                group["lr"] = loss_lr
+            groups.append(group)
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dml_config"] = self.run_config

@@ -1,0 +1,221 @@
+"""train(cfg) and evaluate(cfg): plain functions that Hydra's entry points wrap.
+
+They can be called from Python with a composed config (tests, notebooks, the scikit-learn
+wrapper) as well as from the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+from dml.datamodule import EmbeddingDataModule
+from dml.errors import DmlError
+from dml.history import EpochHistoryLogger
+from dml.module import EmbeddingModule
+from dml.report import print_metrics_table
+from dml.run_naming import run_identity
+
+log = logging.getLogger(__name__)
+
+
+def build(node: DictConfig | None, **kwargs: Any) -> Any:
+    """Instantiate a config node; an empty node (e.g. ``miner=none``) gives None.
+
+    Hydra wraps errors raised by constructors; a DmlError is unwrapped so the user sees
+    its one-line message, not Hydra's report around it.
+    """
+    if node is None or "_target_" not in node:
+        return None
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, DmlError):
+            raise cause from None
+        raise DmlError(f"{str(exc).splitlines()[0]} {cause}" if cause else str(exc)) from exc
+
+
+def check_loss_and_miner(loss: torch.nn.Module, miner: torch.nn.Module | None) -> None:
+    """Fail at start when the loss cannot consume what the miner returns."""
+    if miner is not None and getattr(loss, "tuple_kind", "triplets") is None:
+        raise DmlError(
+            f"loss {type(loss).__name__} uses the whole batch, not mined tuples; "
+            "set miner=none"
+        )
+
+
+def build_module(cfg: DictConfig) -> EmbeddingModule:
+    backbone = build(cfg.backbone)
+    loss = build(cfg.loss)
+    miner = build(cfg.miner)
+    check_loss_and_miner(loss, miner)
+    return EmbeddingModule(
+        backbone=backbone,
+        loss=loss,
+        miner=miner,
+        optimizer=build(cfg.optimizer),
+        scheduler=build(cfg.scheduler),
+        normalize=cfg.normalize_embeddings,
+        k_values=list(cfg.eval.k_values),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> EmbeddingDataModule:
+    return EmbeddingDataModule(source=build(cfg.dataset), seed=cfg.seed, **cfg.data)
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [EpochHistoryLogger(run_dir / "metrics.csv")]
+    if cfg.logger is None or "_target_" not in cfg.logger:
+        return loggers
+    target = cfg.logger._target_
+    if target.endswith("WandbLogger"):
+        name, group, tags = run_identity(cfg)
+        wandb_logger = build(
+            cfg.logger,
+            save_dir=str(run_dir),
+            name=cfg.logger.name or name,
+            group=cfg.logger.group or group,
+            tags=list(cfg.logger.tags) if cfg.logger.tags else tags,
+        )
+        experiment = wandb_logger.experiment
+        experiment.define_metric("epoch")
+        for prefix in ("train", "val", "test"):
+            experiment.define_metric(f"{prefix}/*", step_metric="epoch")
+        experiment.define_metric("val/map_at_r", step_metric="epoch", summary="max")
+        wandb_logger.log_hyperparams(flat_config(cfg))
+        loggers.append(wandb_logger)
+    else:
+        loggers.append(build(cfg.logger, save_dir=str(run_dir)))
+    return loggers
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as dotted keys, so a W&B table can filter by any of them."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, loggers: list[Logger], extra: list[Callback] | None = None
+) -> pl.Trainer:
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/map_at_r",
+            mode="max",
+            save_last=True,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+        ),
+        *(extra or []),
+    ]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar(leave=True))
+    return build(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
+
+
+def finish_loggers(loggers: list[Logger], exit_code: int) -> None:
+    """Close each W&B run, so jobs of a multirun never share one."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish(exit_code=exit_code)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float]:
+    """Train, validate every epoch (and once before training), test; return final metrics."""
+    run_dir = resolve_run_dir(run_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    module = build_module(cfg)
+    loggers = build_loggers(cfg, run_dir)
+    exit_code = 1
+    try:
+        trainer = build_trainer(cfg, run_dir, loggers)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        history = loggers[0].rows
+        final = dict(history[max(history)])
+        write_json(run_dir / "metrics.json", final)
+        exit_code = 0
+    finally:
+        finish_loggers(loggers, exit_code)
+    print_metrics_table(final, run_dir)
+    return final
+
+
+def resolve_run_dir(run_dir: Path | str | None) -> Path:
+    if run_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = HydraConfig.get().runtime.output_dir
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def checkpoint_config(cfg: DictConfig, stored: dict[str, Any]) -> DictConfig:
+    """The stored training config, with the command line's own overrides applied on top."""
+    from hydra.core.hydra_config import HydraConfig
+
+    merged = OmegaConf.create(stored)
+    if HydraConfig.initialized():
+        for override in HydraConfig.get().overrides.task:
+            key = override.lstrip("+~").split("=", 1)[0]
+            if key != "ckpt_path" and not key.startswith("hydra"):
+                OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+    return merged
+
+
+def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float]:
+    """Test a checkpoint; writes metrics.json in this run's directory."""
+    from dml.checkpoints import load_checkpoint, load_weights
+
+    run_dir = resolve_run_dir(run_dir)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    config = checkpoint_config(cfg, checkpoint["dml_config"])
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    module = build_module(config)
+    load_weights(module, checkpoint["state_dict"], cfg.ckpt_path)
+    datamodule = build_datamodule(config)
+    history = EpochHistoryLogger(run_dir / "metrics.csv")
+    trainer = build(
+        config.trainer, logger=[history], default_root_dir=str(run_dir),
+        enable_checkpointing=False, enable_progress_bar=False,
+    )
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    final = dict(history.rows[max(history.rows)])
+    write_json(run_dir / "metrics.json", final)
+    print_metrics_table(final, run_dir, title=f"Evaluation of {cfg.ckpt_path}")
+    return final

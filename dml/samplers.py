@@ -1,0 +1,91 @@
+"""The class-balanced P×K batch sampler that tuple losses need.
+
+Every batch holds P classes with K samples each, so every anchor has positives. The
+sampler is deterministic given its seed and epoch, and its state is just those two
+numbers, which makes resuming a run reproduce the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+from dml.errors import DmlError
+
+
+class ClassBalancedBatchSampler(Sampler[list[int]]):
+    """Yields ``batch_size // samples_per_class`` classes × ``samples_per_class`` indices.
+
+    Classes are drawn without replacement within a batch. A class with fewer than K items
+    is sampled with replacement. An epoch has ``len(labels) // batch_size`` batches.
+    """
+
+    def __init__(
+        self, labels: Tensor, batch_size: int, samples_per_class: int, seed: int = 0
+    ) -> None:
+        check_batch_feasible(labels, batch_size, samples_per_class)
+        self.batch_size = batch_size
+        self.samples_per_class = samples_per_class
+        self.classes_per_batch = batch_size // samples_per_class
+        self.seed = seed
+        self.epoch = 0
+        order = torch.argsort(labels, stable=True)
+        classes, counts = torch.unique(labels, return_counts=True)
+        self.members = list(torch.split(order, counts.tolist()))
+        self.num_batches = max(1, len(labels) // batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        k = self.samples_per_class
+        for _ in range(self.num_batches):
+            chosen = torch.randperm(len(self.members), generator=gen)[: self.classes_per_batch]
+            batch = []
+            for cls in chosen.tolist():
+                members = self.members[cls]
+                if len(members) >= k:
+                    pick = torch.randperm(len(members), generator=gen)[:k]
+                else:
+                    pick = torch.randint(len(members), (k,), generator=gen)
+                batch.append(members[pick])
+            yield torch.cat(batch).tolist()
+
+
+def check_batch_feasible(labels: Tensor, batch_size: int, samples_per_class: int) -> None:
+    """Fail at start, with the numbers and the fix, if P×K batches cannot be formed."""
+    if batch_size < 2:
+        raise DmlError(f"data.batch_size={batch_size} must be at least 2 to form pairs")
+    if samples_per_class < 2:
+        raise DmlError(
+            f"data.samples_per_class={samples_per_class} must be at least 2, "
+            "or no anchor in a batch has a positive"
+        )
+    if batch_size % samples_per_class:
+        raise DmlError(
+            f"data.batch_size={batch_size} is not a multiple of "
+            f"data.samples_per_class={samples_per_class}; make it "
+            f"{batch_size - batch_size % samples_per_class} or "
+            f"{batch_size - batch_size % samples_per_class + samples_per_class}"
+        )
+    classes, counts = torch.unique(labels, return_counts=True)
+    if samples_per_class * len(classes) < batch_size:
+        raise DmlError(
+            f"data.samples_per_class={samples_per_class} × {len(classes)} classes = "
+            f"{samples_per_class * len(classes)} is less than data.batch_size={batch_size}; "
+            f"lower data.batch_size to at most {samples_per_class * len(classes)} "
+            "or raise data.samples_per_class"
+        )
+    small = classes[counts < 2]
+    if len(small):
+        raise DmlError(
+            f"{len(small)} training classes have fewer than 2 samples (e.g. class "
+            f"{int(small[0])}), so they can form no positive pair; remove them or merge them"
+        )

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from dml.errors import DmlError
+from dml.samplers import ClassBalancedBatchSampler
+
+
+def labels_with_counts(*counts: int) -> torch.Tensor:
+    return torch.cat([torch.full((c,), i) for i, c in enumerate(counts)])
+
+
+def test_every_batch_has_p_classes_of_k_samples() -> None:
+    labels = labels_with_counts(*[20] * 10)
+    sampler = ClassBalancedBatchSampler(labels, batch_size=32, samples_per_class=8, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 200 // 32
+    for batch in batches:
+        classes, counts = torch.unique(labels[batch], return_counts=True)
+        assert len(classes) == 4
+        assert counts.tolist() == [8] * 4
+        assert len(set(batch)) == 32  # without replacement when a class is big enough
+
+
+def test_small_class_is_sampled_with_replacement() -> None:
+    labels = labels_with_counts(3, 3)
+    batch = next(iter(ClassBalancedBatchSampler(labels, batch_size=10, samples_per_class=5)))
+    assert torch.bincount(labels[batch]).tolist() == [5, 5]
+
+
+def test_same_seed_and_epoch_give_the_same_batches() -> None:
+    labels = labels_with_counts(*[12] * 6)
+    a = ClassBalancedBatchSampler(labels, 12, 4, seed=3)
+    b = ClassBalancedBatchSampler(labels, 12, 4, seed=3)
+    assert list(a) == list(b)
+    b.set_epoch(1)
+    assert list(a) != list(b)
+
+
+@pytest.mark.parametrize(
+    ("counts", "batch_size", "k", "message"),
+    [
+        ([10] * 4, 64, 8, "8 × 4 classes = 32 is less than data.batch_size=64"),
+        ([10] * 4, 30, 8, "is not a multiple of data.samples_per_class=8"),
+        ([10, 1, 10], 8, 4, "fewer than 2 samples"),
+        ([10] * 4, 8, 1, "must be at least 2"),
+    ],
+)
+def test_infeasible_settings_fail_with_numbers_and_fix(
+    counts: list[int], batch_size: int, k: int, message: str
+) -> None:
+    with pytest.raises(DmlError, match=message.replace("(", r"\(")) as info:
+        ClassBalancedBatchSampler(labels_with_counts(*counts), batch_size, k)
+    assert "\n" not in str(info.value)
