@@ -71,4 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         raise SystemExit(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
     sys.argv = [f"dml-{command}", *rest]
-    COMMANDS[command]()
+    try:
+        COMMANDS[command]()
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which closed early: not an error.
+        sys.stderr.close()

@@ -118,9 +118,16 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """Name the fix when a GPU trainer is asked for on a machine without one."""
+    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise DmlError("trainer=gpu needs a CUDA GPU, and torch sees none here; use trainer=cpu")
+
+
 def build_trainer(
     cfg: DictConfig, run_dir: Path, loggers: list[Logger], extra: list[Callback] | None = None
 ) -> pl.Trainer:
+    check_accelerator(cfg.trainer)
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",

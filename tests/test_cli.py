@@ -1,0 +1,88 @@
+"""The `dml` console script, run as a user runs it: in a subprocess, from another directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import group_options, subprocess_env
+
+DML = str(Path(sys.executable).parent / "dml")
+QUICK = ["dataset=digits", "backbone=mlp", "trainer=debug", "data.batch_size=60",
+         "data.samples_per_class=6"]
+
+
+def dml(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DML, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_help_lists_commands(tmp_path: Path) -> None:
+    result = dml("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "train" in result.stdout and "eval" in result.stdout
+
+
+def test_train_help_shows_groups_and_options(tmp_path: Path) -> None:
+    result = dml("train", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    for group in ("backbone", "loss", "miner", "dataset", "optimizer", "trainer", "logger"):
+        (listed,) = [line for line in lines if line.startswith(f"{group}: ")]
+        assert set(listed.split(": ")[1].split(", ")) == set(group_options(group))
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
+    result = dml("train", "loss=contrastive", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "_target_: dml.losses.contrastive.ContrastiveLoss" in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_train_runs_end_to_end_from_any_directory(tmp_path: Path) -> None:
+    result = dml("train", *QUICK, "loss=triplet", "miner=hard", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "metrics.csv").is_file()
+    assert "test/map_at_r" in json.loads((run / "metrics.json").read_text())
+    assert list(run.glob("wandb/offline-run-*/run-*.wandb"))
+    assert result.stdout.rstrip().splitlines()[-1].startswith("Run directory:")
+    assert "test/precision_at_1" in result.stdout
+
+
+def test_multirun_writes_one_directory_and_wandb_run_per_job(tmp_path: Path) -> None:
+    result = dml("train", "-m", *QUICK, "loss=triplet,contrastive", "hydra.sweep.dir=sweep",
+                 cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    runs = [list(job.glob("wandb/offline-run-*/run-*.wandb")) for job in jobs]
+    assert [len(r) for r in runs] == [1, 1]
+    assert runs[0][0].name != runs[1][0].name
+    assert all((job / "metrics.json").is_file() for job in jobs)
+
+
+def test_mistyped_option_and_key_fail_before_any_work(tmp_path: Path) -> None:
+    bad_option = dml("train", "loss=tripplet", cwd=tmp_path)
+    assert bad_option.returncode != 0
+    assert "Could not find 'loss/tripplet'" in bad_option.stderr
+    assert "Available options in 'loss'" in bad_option.stderr
+    bad_key = dml("train", "loss.margn=0.3", cwd=tmp_path)
+    assert bad_key.returncode != 0
+    assert "Could not override 'loss.margn'" in bad_key.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_infeasible_batch_fails_with_one_line(tmp_path: Path) -> None:
+    result = dml("train", "dataset=digits", "backbone=mlp", "trainer=debug",
+                 "data.samples_per_class=7", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert "data.batch_size=128 is not a multiple of data.samples_per_class=7" in error_lines[0]
