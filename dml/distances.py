@@ -2,12 +2,14 @@
 
 A distance object maps two embedding matrices to a matrix of scores. For a true
 distance smaller means closer; for a similarity (``is_similarity``) larger means closer.
-Losses and miners stay agnostic by comparing through :meth:`closer`.
+Losses and miners stay agnostic by working on :meth:`Distance.as_distance`, the matrix
+oriented so that smaller always means closer.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,9 +32,20 @@ class Distance(ABC):
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
         """Scores between rows ``x[i]`` and ``y[i]``."""
 
-    def margin_violation(self, closer: Tensor, farther: Tensor) -> Tensor:
-        """How much ``farther`` should grow to exceed ``closer``: d(ap) − d(an) for distances."""
+    def margin_violation(self, closer: Tensor | float, farther: Tensor | float) -> Tensor:
+        """How much ``farther`` should grow to exceed ``closer``: d(ap) − d(an) for distances.
+
+        Either side may be a plain float (a margin), which keeps its full precision.
+        """
         return farther - closer if self.is_similarity else closer - farther
+
+    def as_distance(self, scores: Tensor) -> Tensor:
+        """Scores oriented so that smaller means closer (similarities negated, exactly).
+
+        Negation is exact in floating point, so margins computed on the result equal the
+        ones PML computes with its ``is_inverted`` branches, bit for bit.
+        """
+        return -scores if self.is_similarity else scores
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -54,6 +67,18 @@ class EuclideanDistance(SquaredEuclideanDistance):
 
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
         return safe_sqrt(super().paired(x, y))
+
+
+class DotProductSimilarity(Distance):
+    """The raw inner product: N-pair loss's similarity, which must see the embedding norm."""
+
+    is_similarity = True
+
+    def pairwise(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return x @ (x if y is None else y).T
+
+    def paired(self, x: Tensor, y: Tensor) -> Tensor:
+        return (x * y).sum(1)
 
 
 class CosineSimilarity(Distance):
@@ -80,8 +105,54 @@ def same_label_mask(labels: Tensor, ref_labels: Tensor | None = None) -> Tensor:
     return labels.unsqueeze(1) == ref_labels.unsqueeze(0)
 
 
-def positive_negative_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Masks of positive pairs (same label, i != j) and negative pairs within one batch."""
-    same = same_label_mask(labels)
-    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same
+def positive_negative_masks(
+    labels: Tensor, ref_labels: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Masks of positive pairs (same label, not the sample itself) and negative pairs.
+
+    The references are the batch itself followed by ``ref_labels`` (e.g. a cross-batch
+    memory): column ``j < len(labels)`` is batch sample ``j``, so only that block has a
+    diagonal of self-pairs to exclude.
+    """
+    refs = labels if ref_labels is None else torch.cat([labels, ref_labels])
+    same = same_label_mask(labels, refs)
+    idx = torch.arange(len(labels), device=labels.device)
+    pos = same.clone()
+    pos[idx, idx] = False
+    return pos, ~same
+
+
+class References(NamedTuple):
+    """Comparison targets beyond the batch, such as a cross-batch memory.
+
+    The embeddings are detached constants: gradients flow only into the batch.
+    """
+
+    embeddings: Tensor
+    labels: Tensor
+
+
+class Comparison(NamedTuple):
+    """A batch measured against its references (the batch, then any extra references).
+
+    ``mat`` is B×R in the distance's own orientation; ``pos``/``neg`` are the B×R masks.
+    Tuple indices that losses and miners exchange index the R columns of this layout.
+    """
+
+    mat: Tensor
+    pos: Tensor
+    neg: Tensor
+
+
+def compare(
+    distance: Distance, embeddings: Tensor, labels: Tensor, memory: References | None = None
+) -> Comparison:
+    """Measure the batch against itself and ``memory``: the one place that layout is built."""
+    if memory is None:
+        mat = distance.pairwise(embeddings)
+        pos, neg = positive_negative_masks(labels)
+    else:
+        refs = torch.cat([embeddings, memory.embeddings.detach().to(embeddings.dtype)])
+        mat = distance.pairwise(embeddings, refs)
+        pos, neg = positive_negative_masks(labels, memory.labels.to(labels.device))
+    return Comparison(mat, pos, neg)

@@ -1,17 +1,32 @@
-"""Mined tuples: the index tensors that miners return and tuple losses consume.
+"""Mined tuples: what miners return and tuple losses consume.
 
-They are plain NamedTuples of index tensors, laid out as in pytorch-metric-learning
-(3 tensors for triplets, 4 for pairs), so PML losses accept them unchanged.
+Listed tuples are plain NamedTuples of index tensors laid out as in pytorch-metric-learning
+(3 tensors for triplets, 4 for pairs), so PML losses accept them unchanged. Miners that
+select triplets by a rule on the distance matrix (all, semi-hard, easy) return a
+:class:`TripletSelection` instead: at B = 1024 the listed form holds millions of triplets,
+while the rule lets a loss count and sum them in fused passes. It still unpacks like a
+3-tuple (``a, p, n = selection``), listing its triplets on first use, so code that expects
+index tensors, PML's included, keeps working.
+
+Indices count the batch rows first, then any extra references (cross-batch memory), as
+laid out by :func:`dml.distances.compare`. Anchors are always batch rows.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from functools import cached_property
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from dml.distances import positive_negative_masks
+
+# Elements per fused anchors × positives × references block. Bounds the memory of every
+# chunked triplet pass (about 32 MiB of float32 per temporary) whatever the batch size.
+CHUNK_ELEMENTS = 1 << 23
 
 
 class Triplets(NamedTuple):
@@ -27,7 +42,120 @@ class Pairs(NamedTuple):
     negative: Tensor
 
 
-Mined = Triplets | Pairs
+class PositiveSlots(NamedTuple):
+    """Each anchor's positive columns packed to the left of a B×K table (K = most positives).
+
+    ``cols[a, j]`` is the j-th positive of anchor ``a`` in column order where ``valid[a, j]``;
+    padding slots point at column 0 and are masked out. Fused triplet passes broadcast over
+    this table, so their cost follows B·K·R rather than B·R·R.
+    """
+
+    cols: Tensor
+    valid: Tensor
+
+
+def positive_slots(pos: Tensor) -> PositiveSlots:
+    """Pack the positive mask into a :class:`PositiveSlots` table without a loop."""
+    counts = pos.sum(1)
+    k = int(counts.max()) if pos.numel() else 0
+    a, p = pos.nonzero(as_tuple=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(a), device=pos.device) - starts[a]
+    cols = torch.zeros(pos.shape[0], k, dtype=torch.long, device=pos.device)
+    valid = torch.zeros(pos.shape[0], k, dtype=torch.bool, device=pos.device)
+    cols[a, rank] = p
+    valid[a, rank] = True
+    return PositiveSlots(cols, valid)
+
+
+def anchor_chunks(num_anchors: int, per_anchor: int) -> Iterator[slice]:
+    """Row ranges whose fused blocks (rows × ``per_anchor`` elements) fit CHUNK_ELEMENTS."""
+    step = max(1, CHUNK_ELEMENTS // max(per_anchor, 1))
+    for start in range(0, num_anchors, step):
+        yield slice(start, min(start + step, num_anchors))
+
+
+class TripletSelection:
+    """Every valid triplet whose margin d(a,n) − d(a,p) lies in the interval (low, high].
+
+    ``pos``/``neg`` are the B×R masks of :func:`dml.distances.compare`; ``dist`` is the
+    miner's matrix oriented as a distance (similarities negated), needed only when the
+    interval is bounded. The inequalities are PML's TripletMarginMiner ones, evaluated
+    on the same values, so the selected set is the same triplet for triplet.
+    """
+
+    def __init__(
+        self,
+        pos: Tensor,
+        neg: Tensor,
+        dist: Tensor | None = None,
+        low: float = -math.inf,
+        high: float = math.inf,
+    ) -> None:
+        if dist is None and (low > -math.inf or high < math.inf):
+            raise ValueError("a bounded TripletSelection needs the distance matrix")
+        self.pos = pos
+        self.neg = neg
+        self.dist = None if dist is None else dist.detach()
+        self.low = low
+        self.high = high
+
+    @cached_property
+    def slots(self) -> PositiveSlots:
+        return positive_slots(self.pos)
+
+    def chunks(self) -> Iterator[slice]:
+        """Anchor ranges for fused passes over this selection."""
+        return anchor_chunks(self.pos.shape[0], self.slots.cols.shape[1] * self.pos.shape[1])
+
+    def mask(self, rows: slice) -> Tensor:
+        """Selected triplets of anchors ``rows``: bool [anchors, positive slot, reference]."""
+        cols, valid = self.slots
+        selected = valid[rows].unsqueeze(2) & self.neg[rows].unsqueeze(1)
+        if self.dist is not None:
+            d = self.dist[rows]
+            margin = d.unsqueeze(1) - torch.gather(d, 1, cols[rows]).unsqueeze(2)
+            if self.low > -math.inf:
+                selected &= margin > self.low
+            if self.high < math.inf:
+                selected &= margin <= self.high
+        return selected
+
+    @cached_property
+    def triplets(self) -> Triplets:
+        """The selection listed in PML's order: by anchor, then positive, then negative."""
+        parts: list[Tensor] = []
+        for rows in self.chunks():
+            r, j, n = self.mask(rows).nonzero(as_tuple=True)
+            a = r + rows.start
+            parts.append(torch.stack([a, self.slots.cols[a, j], n]))
+        if not parts:
+            empty = torch.empty(0, dtype=torch.long, device=self.pos.device)
+            return Triplets(empty, empty.clone(), empty.clone())
+        return Triplets(*torch.cat(parts, dim=1))
+
+    def pair_counts(self) -> tuple[Tensor, Tensor]:
+        """How many selected triplets each (a, p) and each (a, n) pair belongs to (B×R)."""
+        cols, _ = self.slots
+        pos_count = torch.zeros(self.pos.shape, dtype=torch.long, device=self.pos.device)
+        neg_count = torch.zeros_like(pos_count)
+        for rows in self.chunks():
+            m = self.mask(rows)
+            pos_count[rows].scatter_add_(1, cols[rows], m.sum(2))
+            neg_count[rows] = m.sum(1)
+        return pos_count, neg_count
+
+    def __len__(self) -> int:
+        return 3
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self.triplets)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.triplets[index]
+
+
+Mined = Triplets | Pairs | TripletSelection
 
 
 def all_pairs(labels: Tensor) -> Pairs:
@@ -39,28 +167,66 @@ def all_pairs(labels: Tensor) -> Pairs:
 
 
 def all_triplets(labels: Tensor) -> Triplets:
-    """Every valid (anchor, positive, negative) triplet in the batch."""
-    pos, neg = positive_negative_masks(labels)
-    valid = pos.unsqueeze(2) & neg.unsqueeze(1)
-    a, p, n = valid.nonzero(as_tuple=True)
-    return Triplets(a, p, n)
+    """Every valid (anchor, positive, negative) triplet, listed anchor by anchor.
+
+    Built in anchor chunks from the positive slots, so memory follows the number of
+    triplets rather than B³.
+    """
+    return TripletSelection(*positive_negative_masks(labels)).triplets
 
 
 def to_pairs(mined: Mined) -> Pairs:
-    """Pairs from triplets: each triplet gives its (a, p) and its (a, n) pair, without repeats."""
+    """Pairs from triplets, as PML converts them: (a, p) and (a, n) once per triplet.
+
+    Repeats are kept on purpose: a pair in many mined triplets weighs that much more in
+    the pair loss, exactly as in PML, so the two stay equal with any triplet miner.
+    """
     if isinstance(mined, Pairs) or len(mined) == 4:
         return Pairs(*mined)
     a, p, n = mined
-    ap = torch.unique(torch.stack([a, p]), dim=1)
-    an = torch.unique(torch.stack([a, n]), dim=1)
-    return Pairs(ap[0], ap[1], an[0], an[1])
+    return Pairs(a, p, a, n)
 
 
 def to_triplets(mined: Mined) -> Triplets:
-    """Triplets from pairs: every positive pair joined with every negative pair of its anchor."""
-    if isinstance(mined, Triplets) or len(mined) == 3:
+    """Triplets from pairs: every positive pair joined with every negative pair of its anchor.
+
+    The negative pairs are grouped by anchor with one stable sort, so the cost follows the
+    number of triplets produced instead of (positive pairs × negative pairs); the order
+    matches PML's ``convert_to_triplets``.
+    """
+    if isinstance(mined, Triplets):
+        return mined
+    if len(mined) == 3:
         return Triplets(*mined)
     a1, p, a2, n = mined
-    match = a1.unsqueeze(1) == a2.unsqueeze(0)
-    i, j = match.nonzero(as_tuple=True)
-    return Triplets(a1[i], p[i], n[j])
+    if len(a1) == 0 or len(a2) == 0:
+        empty = torch.empty(0, dtype=torch.long, device=a1.device)
+        return Triplets(empty, empty.clone(), empty.clone())
+    size = int(torch.maximum(a1.max(), a2.max())) + 1
+    order = torch.argsort(a2, stable=True)
+    per_anchor = torch.bincount(a2, minlength=size)
+    starts = torch.cumsum(per_anchor, 0) - per_anchor
+    per_pos = per_anchor[a1]
+    pos_index = torch.repeat_interleave(torch.arange(len(a1), device=a1.device), per_pos)
+    first = torch.repeat_interleave(torch.cumsum(per_pos, 0) - per_pos, per_pos)
+    offset = torch.arange(len(pos_index), device=a1.device) - first
+    neg_index = order[starts[a1[pos_index]] + offset]
+    return Triplets(a1[pos_index], p[pos_index], n[neg_index])
+
+
+def pair_counts(mined: Mined | None, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+    """Multiplicity of each positive and each negative pair in ``mined`` (B×R long).
+
+    ``None`` means every pair of the batch. Pair losses reduce over these counts instead
+    of index lists, which keeps PML's weighting of repeated pairs and costs O(B·R).
+    """
+    if mined is None:
+        return pos.long(), neg.long()
+    if isinstance(mined, TripletSelection):
+        return mined.pair_counts()
+    a1, p, a2, n = to_pairs(mined)
+    pos_count = torch.zeros(pos.shape, dtype=torch.long, device=pos.device)
+    neg_count = torch.zeros_like(pos_count)
+    pos_count.index_put_((a1, p), torch.ones_like(a1), accumulate=True)
+    neg_count.index_put_((a2, n), torch.ones_like(a2), accumulate=True)
+    return pos_count, neg_count

@@ -1,0 +1,85 @@
+"""Triplet margin loss (Weinberger & Saul; Schroff et al.), PML's TripletMarginLoss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dml.distances import Distance, References, compare
+from dml.losses.base import EmbeddingLoss, LossOutput, mean_of_nonzero, zero_loss
+from dml.tuples import Mined, TripletSelection, to_triplets
+
+
+class TripletLoss(EmbeddingLoss):
+    """max(0, d(a,p) − d(a,n) + margin), averaged over the triplets whose loss is positive.
+
+    That average is PML's default AvgNonZeroReducer, so values and gradients equal
+    ``TripletMarginLoss(margin, smooth_loss=soft)``. ``soft`` replaces the hinge by
+    softplus (log(1 + exp(·))), which never reaches zero and so keeps pushing easy triplets.
+
+    With no miner, or a rule-based one (all, semi-hard, easy), the triplets are never
+    listed: each chunk of anchors is scored on an anchors × positives × references block
+    cut from the distance matrix, and only per-pair weights (how many active triplets use
+    each pair, and how strongly) leave the chunk. The loss is then a weighted sum over
+    the distance matrix, whose gradient is exactly the per-triplet one.
+    """
+
+    tuple_kind = "triplets"
+
+    def __init__(
+        self, margin: float = 0.2, soft: bool = False, distance: Distance | None = None
+    ) -> None:
+        super().__init__(distance)
+        self.margin = margin
+        self.soft = soft
+
+    def compute(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        mined: Mined | None = None,
+        memory: References | None = None,
+    ) -> LossOutput:
+        mat, pos, neg = compare(self.distance, embeddings, labels, memory)
+        dist = self.distance.as_distance(mat)
+        if mined is None:
+            mined = TripletSelection(pos, neg)
+        if isinstance(mined, TripletSelection):
+            return self._fused(dist, mined, embeddings)
+        a, p, n = to_triplets(mined)
+        violation = (dist[a, p] - dist[a, n]) + self.margin
+        per_triplet = F.softplus(violation) if self.soft else F.relu(violation)
+        loss, num_active = mean_of_nonzero(per_triplet, embeddings)
+        return LossOutput(loss, len(a), num_active)
+
+    def _fused(self, dist: Tensor, selection: TripletSelection, anchor: Tensor) -> LossOutput:
+        cols, _ = selection.slots
+        flat = dist.detach()
+        pos_weight = torch.zeros_like(flat)
+        neg_weight = torch.zeros_like(flat)
+        total = torch.zeros((), dtype=torch.float64, device=flat.device)
+        num_tuples = num_active = 0
+        for rows in selection.chunks():
+            selected = selection.mask(rows)
+            d = flat[rows]
+            violation = (torch.gather(d, 1, cols[rows]).unsqueeze(2) - d.unsqueeze(1)) + self.margin
+            if self.soft:
+                value = F.softplus(violation)
+                keep = selected & (value > 0)
+                slope = torch.where(keep, torch.sigmoid(violation), 0.0)
+            else:
+                value = violation
+                keep = selected & (violation > 0)
+                slope = keep.to(flat.dtype)
+            total += torch.where(keep, value, 0.0).sum(dtype=torch.float64)
+            num_tuples += int(selected.sum())
+            num_active += int(keep.sum())
+            pos_weight[rows].scatter_add_(1, cols[rows], slope.sum(2))
+            neg_weight[rows] = slope.sum(1)
+        if num_active == 0:
+            return LossOutput(zero_loss(anchor), num_tuples, 0)
+        # Zero-valued, but carries d(loss)/d(dist) = (pos_weight − neg_weight) / num_active.
+        tangent = ((pos_weight - neg_weight) * (dist - flat)).sum()
+        loss = (total.to(dist.dtype) + tangent) / num_active
+        return LossOutput(loss, num_tuples, num_active)
