@@ -62,6 +62,18 @@ def eval_command(cfg: DictConfig) -> None:
 COMMANDS: dict[str, Callable[[], Any]] = {"train": train_command, "eval": eval_command}
 
 
+def quiet_library_chatter() -> None:
+    """Keep the console for dml's own output: Lightning's info lines and advice that does not
+    apply to in-memory datasets are hidden; warnings about the user's run still show."""
+    import logging
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("pytorch_lightning.accelerators.cuda").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
@@ -71,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         raise SystemExit(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
     sys.argv = [f"dml-{command}", *rest]
+    quiet_library_chatter()
     try:
         COMMANDS[command]()
     except BrokenPipeError:

@@ -118,6 +118,15 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
+class LossProgressBar(RichProgressBar):
+    """Rich progress with the loss, without Lightning's logger-version column."""
+
+    def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, module)
+        items.pop("v_num", None)
+        return items
+
+
 def check_accelerator(trainer_cfg: DictConfig) -> None:
     """Name the fix when a GPU trainer is asked for on a machine without one."""
     if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -141,7 +150,7 @@ def build_trainer(
         *(extra or []),
     ]
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(LossProgressBar(leave=True))
     return build(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
 
 

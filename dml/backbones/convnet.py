@@ -16,7 +16,7 @@ class ConvNet(nn.Module):
         self,
         input_shape: Sequence[int],
         embedding_dim: int = 64,
-        channels: Sequence[int] = (32, 64, 128),
+        channels: Sequence[int] = (16, 32, 64),
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
