@@ -46,18 +46,44 @@ class TripletLoss(EmbeddingLoss):
         if mined is None:
             mined = TripletSelection(pos, neg)
         if isinstance(mined, TripletSelection):
-            return self._fused(dist, mined, embeddings)
+            if not self.soft and (mined.dist is None or torch.equal(mined.dist, dist.detach())):
+                return self._sorted(dist, mined, embeddings)
+            return self._chunked(dist, mined, embeddings)
         a, p, n = to_triplets(mined)
         violation = (dist[a, p] - dist[a, n]) + self.margin
         per_triplet = F.softplus(violation) if self.soft else F.relu(violation)
         loss, num_active = mean_of_nonzero(per_triplet, embeddings)
         return LossOutput(loss, len(a), num_active)
 
-    def _fused(self, dist: Tensor, selection: TripletSelection, anchor: Tensor) -> LossOutput:
+    def _sorted(self, dist: Tensor, selection: TripletSelection, anchor: Tensor) -> LossOutput:
+        """Hinge loss from sorted negatives: O(B·R·log R), no triplet is ever touched.
+
+        For slot (a, p) the active negatives are a run [lo, hi) of a's sorted negatives, so
+        its summed loss is count·(d(a,p) + margin) minus a prefix-sum difference, and each
+        negative's weight is the number of runs covering it.
+        """
+        flat = dist.detach()
+        cols, _ = selection.slots
+        window = selection.window(flat, below=self.margin)
+        count = window.hi - window.lo
+        num_active = int(count.sum())
+        if num_active == 0:
+            return LossOutput(zero_loss(anchor), window.num_selected, 0)
+        ap = torch.gather(flat, 1, cols).double()
+        total = (count * (ap + self.margin)).sum() - window.run_sums().sum()
+        weight = window.negative_counts(flat.dtype).neg_()
+        weight.scatter_add_(1, cols, count.to(flat.dtype))
+        loss = _WithGradient.apply(dist, total.to(dist.dtype) / num_active, weight / num_active)
+        return LossOutput(loss, window.num_selected, num_active)
+
+    def _chunked(self, dist: Tensor, selection: TripletSelection, anchor: Tensor) -> LossOutput:
+        """Any per-triplet form on anchor chunks of the anchors × positives × references block.
+
+        Serves softplus (not a sum of prefix sums) and selections made on another matrix.
+        """
         cols, _ = selection.slots
         flat = dist.detach()
-        pos_weight = torch.zeros_like(flat)
-        neg_weight = torch.zeros_like(flat)
+        weight = torch.zeros_like(flat)
         total = torch.zeros((), dtype=torch.float64, device=flat.device)
         num_tuples = num_active = 0
         for rows in selection.chunks():
@@ -75,11 +101,28 @@ class TripletLoss(EmbeddingLoss):
             total += torch.where(keep, value, 0.0).sum(dtype=torch.float64)
             num_tuples += int(selected.sum())
             num_active += int(keep.sum())
-            pos_weight[rows].scatter_add_(1, cols[rows], slope.sum(2))
-            neg_weight[rows] = slope.sum(1)
+            weight[rows] = -slope.sum(1)
+            weight[rows].scatter_add_(1, cols[rows], slope.sum(2))
         if num_active == 0:
             return LossOutput(zero_loss(anchor), num_tuples, 0)
-        # Zero-valued, but carries d(loss)/d(dist) = (pos_weight − neg_weight) / num_active.
-        tangent = ((pos_weight - neg_weight) * (dist - flat)).sum()
-        loss = (total.to(dist.dtype) + tangent) / num_active
+        loss = _WithGradient.apply(dist, total.to(dist.dtype) / num_active, weight / num_active)
         return LossOutput(loss, num_tuples, num_active)
+
+
+class _WithGradient(torch.autograd.Function):
+    """``value``, whose gradient with respect to ``dist`` is ``weight`` (first order only).
+
+    The fused passes compute the exact derivative of the summed per-triplet losses with
+    respect to each distance themselves (counts for the hinge, sigmoid slopes for
+    softplus), so autograd never holds a graph over millions of triplets.
+    """
+
+    @staticmethod
+    def forward(ctx, dist: Tensor, value: Tensor, weight: Tensor) -> Tensor:  # noqa: ARG004
+        ctx.save_for_backward(weight)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (weight,) = ctx.saved_tensors
+        return weight * grad, None, None
