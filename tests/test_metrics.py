@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dml.errors import DmlError
-from dml.metrics import clustering_metrics, retrieval_metrics
+from dml.metrics import clustering_metrics, neighbours, retrieval_metrics
 
 K_VALUES = (1, 2, 4, 8)
 
@@ -87,11 +87,11 @@ def grid(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarra
 
 
 def duplicated(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every point appears several times, sometimes under a different label."""
-    x, y = gaussian(n, d, classes, seed)
+    """Every point appears three times, once under a random label."""
+    x, y = gaussian(n // 3, d, classes, seed)
     rng = np.random.default_rng(seed + 1)
     x = np.concatenate([x, x, x])
-    y = np.concatenate([y, y, rng.integers(0, classes, n)])
+    y = np.concatenate([y, y, rng.integers(0, classes, len(y))])
     order = rng.permutation(len(x))
     return x[order], y[order]
 
@@ -134,10 +134,50 @@ def test_query_against_other_reference_matches_pml_and_loop(make) -> None:
     assert_close(got, loop_reference(query, query_labels, reference, reference_labels))
 
 
-def test_small_blocks_give_the_same_numbers() -> None:
-    x, y = duplicated(200, 5, 8, seed=11)
-    whole = retrieval_metrics(x, y)
-    assert retrieval_metrics(x, y, block_bytes=4 * 600 * 7) == pytest.approx(whole, abs=1e-12)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"SYMMETRIC_BUFFER_BYTES": 0},
+        {"THRESHOLD_Z": -3.0},
+        {"CAPACITY_Z": -0.9},
+    ],
+    ids=["symmetric", "row-blocks", "thresholds-too-tight", "buffers-overflow"],
+)
+@pytest.mark.parametrize("make", DATASETS.values(), ids=DATASETS.keys())
+def test_small_tiles_take_every_path_to_the_same_numbers(monkeypatch, make, settings) -> None:
+    """Tiles of 32 make the sampled thresholds real; the settings force each schedule and
+    the recomputation of rows whose threshold or buffer fell short."""
+    for name, value in settings.items():
+        monkeypatch.setattr(neighbours, name, value)
+    x, y = make(360, 5, 10, seed=11)
+    groups = np.random.default_rng(1).integers(0, 120, len(x))
+    expected = retrieval_metrics(x, y, tile=10_000)
+    assert_close(retrieval_metrics(x, y, tile=32), expected)
+    assert_close(
+        retrieval_metrics(x[:150], y[:150], x[150:], y[150:], tile=32),
+        retrieval_metrics(x[:150], y[:150], x[150:], y[150:], tile=10_000),
+    )
+    assert_close(
+        retrieval_metrics(x, y, query_groups=groups, tile=32),
+        retrieval_metrics(x, y, query_groups=groups, tile=10_000),
+    )
+
+
+@pytest.mark.parametrize("make", DATASETS.values(), ids=DATASETS.keys())
+def test_faiss_backend_gives_the_same_numbers(make) -> None:
+    pytest.importorskip("faiss")
+    x, y = make(300, 6, 12, seed=13)
+    groups = np.random.default_rng(2).integers(0, 60, len(x))
+    assert_close(retrieval_metrics(x, y, backend="faiss"), retrieval_metrics(x, y))
+    assert_close(
+        retrieval_metrics(x, y, query_groups=groups, backend="faiss"),
+        retrieval_metrics(x, y, query_groups=groups),
+    )
+    assert_close(
+        retrieval_metrics(x[:100], y[:100], x[100:], y[100:], backend="faiss"),
+        retrieval_metrics(x[:100], y[:100], x[100:], y[100:]),
+    )
 
 
 def test_torch_and_numpy_inputs_agree() -> None:
