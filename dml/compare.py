@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dml.errors import DmlError
-from dml.plots import RunCurves, plot_compare, read_history, read_metrics
+from dml.plots import RunCurves, compare_figure, read_history, read_metrics, save_figure
 
 FAILED_MARKER = "FAILED"
 BEST_METRIC = "val/map_at_r"
@@ -363,7 +363,7 @@ def main(argv: list[str]) -> int:
     write_csv(out / "compare.csv", runs)
     write_markdown(out / "compare.md", runs, varying, shared, metrics, caption)
     labelled = zip(runs, varying, strict=True)
-    plot_compare([RunCurves(run_label(r, v), r.history, r.metrics) for r, v in labelled],
-                 out / "compare.png")
+    curves = [RunCurves(run_label(r, v), r.history, r.metrics) for r, v in labelled]
+    save_figure(compare_figure(curves), out / "compare.png")
     console.print(f"Wrote {out / 'compare.csv'}, compare.md and compare.png")
     return 0

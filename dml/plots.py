@@ -75,7 +75,7 @@ def recall_at_k(metrics: dict[str, float], prefix: str) -> tuple[list[int], list
     return [k for k, _ in points], [value for _, value in points]
 
 
-def save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI)
@@ -87,40 +87,33 @@ def draw_distance_curves(
     history: dict[str, np.ndarray],
     prefix: str = "val",
     label: str | None = None,
-    color: str | None = None,
+    color: Any = None,
     band: bool = True,
-) -> bool:
+) -> None:
     """Positive-pair (solid) and negative-pair (dashed) mean distance per epoch.
 
-    With ``band`` the mean ± std is shaded, in the pair kind's colour when no run colour
-    is given. Returns False when the history holds no distance curve to draw.
+    Alone (no ``label``), the two lines are coloured and named by pair kind. In a
+    comparison, both lines take the run's colour and only the solid one its label, so the
+    legend lists runs and the line style tells the kinds apart. ``band`` shades mean ± std.
     """
-    if "epoch" not in history or f"{prefix}/dist_pos_mean" not in history:
-        return False
-    epochs = history["epoch"]
-    drawn = False
     kinds = (("pos", "-", POS_COLOR, "positive pairs"), ("neg", "--", NEG_COLOR, "negative pairs"))
     for kind, style, kind_color, kind_name in kinds:
         mean = history.get(f"{prefix}/dist_{kind}_mean")
-        keep = ~np.isnan(mean) if mean is not None else None
-        if keep is None or not keep.any():
+        if mean is None or "epoch" not in history or np.isnan(mean).all():
             continue
-        line_color = color or kind_color
-        if label is None:
-            name = kind_name
-        else:
-            name = label if kind == "pos" else None
-        ax.plot(epochs[keep], mean[keep], style, color=line_color, marker="o", markersize=3,
-                label=name)
+        keep = ~np.isnan(mean)
+        epochs, mean = history["epoch"][keep], mean[keep]
+        line_color = color if color is not None else kind_color
+        name = kind_name if label is None else label if kind == "pos" else None
+        ax.plot(epochs, mean, style, color=line_color, marker="o", markersize=3, label=name)
         std = history.get(f"{prefix}/dist_{kind}_std")
         if band and std is not None:
-            lower, upper = mean[keep] - std[keep], mean[keep] + std[keep]
-            ax.fill_between(epochs[keep], lower, upper, color=line_color, alpha=0.18, linewidth=0)
-        drawn = True
-    return drawn
+            spread = std[keep]
+            ax.fill_between(epochs, mean - spread, mean + spread, color=line_color, alpha=0.18,
+                            linewidth=0)
 
 
-def plot_distance_curves(history: dict[str, np.ndarray], path: Path, prefix: str = "val") -> Path:
+def distance_curves_figure(history: dict[str, np.ndarray], prefix: str = "val") -> Figure:
     """The curve that shows metric learning working: positives pulled in, negatives pushed out."""
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = figure.add_subplot()
@@ -131,7 +124,7 @@ def plot_distance_curves(history: dict[str, np.ndarray], path: Path, prefix: str
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    return save(figure, path)
+    return figure
 
 
 def pair_distances(
@@ -155,9 +148,9 @@ def pair_distances(
     return values[same], values[~same]
 
 
-def plot_distance_histograms(
-    start: EmbeddingSnapshot, end: EmbeddingSnapshot, path: Path, bins: int = 50
-) -> Path:
+def distance_histograms_figure(
+    start: EmbeddingSnapshot, end: EmbeddingSnapshot, bins: int = 50
+) -> Figure:
     """Where the two pair populations lie before and after training, on one shared x axis.
 
     The curves give only two moments of each distribution; the histograms show how much
@@ -166,7 +159,7 @@ def plot_distance_histograms(
     figure = Figure(figsize=(10, 4), layout="constrained")
     axes = figure.subplots(1, 2, sharex=True, sharey=True)
     distances = [pair_distances(s.embeddings, s.labels) for s in (start, end)]
-    upper = max(float(np.max(d)) for pair in distances for d in pair if len(d))
+    upper = max((float(np.max(d)) for pair in distances for d in pair if len(d)), default=1.0)
     edges = np.linspace(0.0, upper * 1.02, bins + 1)
     for ax, snapshot, (pos, neg) in zip(axes, (start, end), distances, strict=True):
         ax.hist(neg, bins=edges, density=True, alpha=0.55, color=NEG_COLOR,
@@ -179,7 +172,7 @@ def plot_distance_histograms(
         ax.legend(loc="best")
     axes[0].set_ylabel("density")
     figure.suptitle("Pair distance distributions before and after training")
-    return save(figure, path)
+    return figure
 
 
 def umap_available() -> bool:
@@ -212,12 +205,9 @@ def project_2d(
     return points, "PCA"
 
 
-def plot_projection(
-    snapshot: EmbeddingSnapshot,
-    path: Path,
-    method: ProjectionMethod = "auto",
-    max_points: int = 5000,
-) -> Path:
+def projection_figure(
+    snapshot: EmbeddingSnapshot, method: ProjectionMethod = "auto", max_points: int = 5000
+) -> Figure:
     """Test embeddings in 2-D, one colour per class: separated clusters mean a usable metric."""
     emb, labels = np.asarray(snapshot.embeddings), np.asarray(snapshot.labels)
     if len(emb) > max_points:
@@ -233,11 +223,11 @@ def plot_projection(
                    label=str(cls), linewidths=0)
     ax.set_xlabel(f"{name} 1")
     ax.set_ylabel(f"{name} 2")
-    ax.set_title(f"{name} of {snapshot.split} embeddings, epoch {snapshot.epoch}")
+    ax.set_title(f"{name} of {snapshot.split} embeddings by class, epoch {snapshot.epoch}")
     if len(classes) <= 20:
         ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2,
                   frameon=False)
-    return save(figure, path)
+    return figure
 
 
 def distinct_colors(count: int) -> list[Any]:
@@ -251,7 +241,7 @@ def distinct_colors(count: int) -> list[Any]:
     return [colormaps["viridis"](i / (count - 1)) for i in range(count)]
 
 
-def plot_recall_at_k(metrics: dict[str, float], path: Path) -> Path:
+def recall_at_k_figure(metrics: dict[str, float]) -> Figure:
     """Recall@k for every split the run evaluated, on a log₂ k axis (k = 1, 2, 4, 8 …)."""
     figure = Figure(figsize=(5.6, 4.2), layout="constrained")
     ax = figure.add_subplot()
@@ -269,7 +259,7 @@ def plot_recall_at_k(metrics: dict[str, float], path: Path) -> Path:
     ax.set_title("Recall@k at the end of training")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    return save(figure, path)
+    return figure
 
 
 @dataclass(frozen=True)
@@ -281,7 +271,7 @@ class RunCurves:
     metrics: dict[str, float]
 
 
-def plot_compare(runs: Sequence[RunCurves], path: Path) -> Path:
+def compare_figure(runs: Sequence[RunCurves]) -> Figure:
     """All runs' distance curves overlaid, and their recall@k, one colour per run.
 
     Bands are left out: with several runs they hide each other. Recall@k uses the test set,
@@ -289,6 +279,7 @@ def plot_compare(runs: Sequence[RunCurves], path: Path) -> Path:
     """
     figure = Figure(figsize=(13, 5.2), layout="constrained")
     curves_ax, recall_ax = figure.subplots(1, 2)
+    ks_seen: set[int] = set()
     for run, color in zip(runs, distinct_colors(len(runs)), strict=True):
         draw_distance_curves(curves_ax, run.history, label=run.label, color=color, band=False)
         ks, values = recall_at_k(run.metrics, "test")
@@ -296,6 +287,7 @@ def plot_compare(runs: Sequence[RunCurves], path: Path) -> Path:
             ks, values = recall_at_k(run.metrics, "val")
         if ks:
             recall_ax.plot(ks, values, marker="o", color=color, label=run.label)
+            ks_seen.update(ks)
     curves_ax.set_xlabel("epoch (0 = before training)")
     curves_ax.set_ylabel("val pair distance (mean)")
     curves_ax.set_title("Distance curves of every run")
@@ -304,10 +296,10 @@ def plot_compare(runs: Sequence[RunCurves], path: Path) -> Path:
     curves_ax.xaxis.get_major_locator().set_params(integer=True)
     curves_ax.grid(alpha=0.3)
     recall_ax.set_xscale("log", base=2)
-    ks_seen = sorted({k for run in runs for k in recall_at_k(run.metrics, "test")[0]}) or [1]
-    recall_ax.set_xticks(ks_seen, [str(k) for k in ks_seen])
+    ticks = sorted(ks_seen) or [1]
+    recall_ax.set_xticks(ticks, [str(k) for k in ticks])
     recall_ax.set_xlabel("k (neighbours retrieved)")
-    recall_ax.set_ylabel("test recall@k")
+    recall_ax.set_ylabel("test recall@k (val for runs that never tested)")
     recall_ax.set_title("Recall@k by run")
     recall_ax.grid(alpha=0.3)
     handles, labels = recall_ax.get_legend_handles_labels()
@@ -316,7 +308,7 @@ def plot_compare(runs: Sequence[RunCurves], path: Path) -> Path:
     if handles:
         figure.legend(handles, labels, loc="outside right center", title="run", frameon=False,
                       fontsize="small" if len(handles) > 10 else "medium")
-    return save(figure, path)
+    return figure
 
 
 def snapshot_embeddings(
@@ -369,21 +361,20 @@ def write_run_plots(
     is missing is skipped, so this can also re-plot an old run from its files alone.
     """
     run_dir = Path(run_dir)
-    out = run_dir / "plots"
-    written: list[Path] = []
+    figures: dict[str, Figure] = {}
     if (run_dir / "metrics.csv").exists():
         history = read_history(run_dir / "metrics.csv")
         if "val/dist_pos_mean" in history:
-            written.append(plot_distance_curves(history, out / "distance_curves.png"))
+            figures["distance_curves"] = distance_curves_figure(history)
     if (run_dir / "metrics.json").exists():
         metrics = read_metrics(run_dir / "metrics.json")
         if recall_at_k(metrics, "test")[0] or recall_at_k(metrics, "val")[0]:
-            written.append(plot_recall_at_k(metrics, out / "recall_at_k.png"))
+            figures["recall_at_k"] = recall_at_k_figure(metrics)
     if start is not None and end is not None:
-        written.append(plot_distance_histograms(start, end, out / "distance_histograms.png"))
+        figures["distance_histograms"] = distance_histograms_figure(start, end)
     if test is not None:
-        written.append(plot_projection(test, out / "embedding_projection.png", method))
-    return written
+        figures["embedding_projection"] = projection_figure(test, method)
+    return [save_figure(fig, run_dir / "plots" / f"{name}.png") for name, fig in figures.items()]
 
 
 def log_plots(loggers: Sequence[Logger], paths: Sequence[Path]) -> None:
