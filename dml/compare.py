@@ -259,7 +259,8 @@ def print_table(
         console.print(f"common overrides: {' '.join(shared)}")
     for run in runs:
         if run.status != "finished":
-            console.print(f"[{STATUS_STYLE[run.status]}]{run.name}: {run.status}[/] — {run.reason}")
+            console.print(f"[{STATUS_STYLE[run.status]}]{run.name}: {run.status}[/] — {run.reason}",
+                          soft_wrap=True)
 
 
 def write_csv(path: Path, runs: Sequence[RunRecord]) -> None:
@@ -345,7 +346,7 @@ def main(argv: list[str]) -> int:
     try:
         runs = [load_run(path) for path in find_runs(args.dirs)]
     except DmlError as exc:
-        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False)
+        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     runs = sort_runs(runs, args.sort, args.ascending)
     wanted = args.metrics or list(DEFAULT_METRICS)
