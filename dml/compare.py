@@ -122,7 +122,10 @@ def wandb_exit_code(run_dir: Path) -> int | None:
     try:
         result = subprocess.run(
             [command, "leet", "inspect", "--summary", "--json", str(files[-1])],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         code = json.loads(result.stdout).get("exit_code")
     except (OSError, subprocess.SubprocessError, json.JSONDecodeError):
@@ -259,8 +262,10 @@ def print_table(
         console.print(f"common overrides: {' '.join(shared)}")
     for run in runs:
         if run.status != "finished":
-            console.print(f"[{STATUS_STYLE[run.status]}]{run.name}: {run.status}[/] — {run.reason}",
-                          soft_wrap=True)
+            console.print(
+                f"[{STATUS_STYLE[run.status]}]{run.name}: {run.status}[/] — {run.reason}",
+                soft_wrap=True,
+            )
 
 
 def write_csv(path: Path, runs: Sequence[RunRecord]) -> None:
@@ -269,8 +274,17 @@ def write_csv(path: Path, runs: Sequence[RunRecord]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["run", "path", "status", "reason", "overrides", "epochs", "best_epoch",
-             f"best_{BEST_METRIC}", *metric_names]
+            [
+                "run",
+                "path",
+                "status",
+                "reason",
+                "overrides",
+                "epochs",
+                "best_epoch",
+                f"best_{BEST_METRIC}",
+                *metric_names,
+            ]
         )
         for run in runs:
             writer.writerow(
@@ -299,8 +313,11 @@ def write_markdown(
     header = table_header(metrics)
     lines = [
         "| " + " | ".join(header) + " |",
-        "| " + " | ".join("---:" if h in metrics or h in ("#", "best epoch", "epochs") else "---"
-                          for h in header) + " |",
+        "| "
+        + " | ".join(
+            "---:" if h in metrics or h in ("#", "best epoch", "epochs") else "---" for h in header
+        )
+        + " |",
     ]
     for row in table_rows(runs, varying, metrics):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
@@ -324,18 +341,36 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         description="Compare the runs of a sweep, from their run directories alone. Writes "
         "compare.csv, compare.md and compare.png.",
     )
-    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
-                        help="a multirun directory (holding numbered job directories), "
-                        "or run directories")
-    parser.add_argument("--sort", default=BEST_METRIC, metavar="METRIC",
-                        help=f"metric to rank runs by, highest first (default: {BEST_METRIC})")
-    parser.add_argument("--ascending", action="store_true",
-                        help="rank lowest first, for metrics where lower is better (losses)")
-    parser.add_argument("--metrics", type=lambda text: [m for m in text.split(",") if m],
-                        metavar="M1,M2", help="metrics to show in the table "
-                        f"(default: {','.join(DEFAULT_METRICS)}); compare.csv always has all")
-    parser.add_argument("--out", type=Path, help="where to write compare.* (default: DIR, or the "
-                        "directory that several DIRs share)")
+    parser.add_argument(
+        "dirs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="a multirun directory (holding numbered job directories), or run directories",
+    )
+    parser.add_argument(
+        "--sort",
+        default=BEST_METRIC,
+        metavar="METRIC",
+        help=f"metric to rank runs by, highest first (default: {BEST_METRIC})",
+    )
+    parser.add_argument(
+        "--ascending",
+        action="store_true",
+        help="rank lowest first, for metrics where lower is better (losses)",
+    )
+    parser.add_argument(
+        "--metrics",
+        type=lambda text: [m for m in text.split(",") if m],
+        metavar="M1,M2",
+        help="metrics to show in the table "
+        f"(default: {','.join(DEFAULT_METRICS)}); compare.csv always has all",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write compare.* (default: DIR, or the directory that several DIRs share)",
+    )
     return parser.parse_args(list(argv))
 
 

@@ -68,9 +68,9 @@ def recall_at_k(metrics: dict[str, float], prefix: str) -> tuple[list[int], list
     """The (k, recall@k) points a metric dict holds for one split, k ascending."""
     start = f"{prefix}/recall_at_"
     points = sorted(
-        (int(key[len(start):]), value)
+        (int(key[len(start) :]), value)
         for key, value in metrics.items()
-        if key.startswith(start) and key[len(start):].isdigit()
+        if key.startswith(start) and key[len(start) :].isdigit()
     )
     return [k for k, _ in points], [value for _, value in points]
 
@@ -109,8 +109,9 @@ def draw_distance_curves(
         std = history.get(f"{prefix}/dist_{kind}_std")
         if band and std is not None:
             spread = std[keep]
-            ax.fill_between(epochs, mean - spread, mean + spread, color=line_color, alpha=0.18,
-                            linewidth=0)
+            ax.fill_between(
+                epochs, mean - spread, mean + spread, color=line_color, alpha=0.18, linewidth=0
+            )
 
 
 def distance_curves_figure(history: dict[str, np.ndarray], prefix: str = "val") -> Figure:
@@ -162,10 +163,22 @@ def distance_histograms_figure(
     upper = max((float(np.max(d)) for pair in distances for d in pair if len(d)), default=1.0)
     edges = np.linspace(0.0, upper * 1.02, bins + 1)
     for ax, snapshot, (pos, neg) in zip(axes, (start, end), distances, strict=True):
-        ax.hist(neg, bins=edges, density=True, alpha=0.55, color=NEG_COLOR,
-                label=f"negative pairs (n={len(neg):,})")
-        ax.hist(pos, bins=edges, density=True, alpha=0.55, color=POS_COLOR,
-                label=f"positive pairs (n={len(pos):,})")
+        ax.hist(
+            neg,
+            bins=edges,
+            density=True,
+            alpha=0.55,
+            color=NEG_COLOR,
+            label=f"negative pairs (n={len(neg):,})",
+        )
+        ax.hist(
+            pos,
+            bins=edges,
+            density=True,
+            alpha=0.55,
+            color=POS_COLOR,
+            label=f"positive pairs (n={len(pos):,})",
+        )
         ax.set_title(f"{snapshot.split} set, epoch {snapshot.epoch}")
         ax.set_xlabel("Euclidean distance between embeddings")
         ax.grid(alpha=0.3)
@@ -219,14 +232,26 @@ def projection_figure(
     ax = figure.add_subplot()
     for cls, color in zip(classes, distinct_colors(len(classes)), strict=True):
         mask = labels == cls
-        ax.scatter(points[mask, 0], points[mask, 1], s=8, alpha=0.8, color=color,
-                   label=str(cls), linewidths=0)
+        ax.scatter(
+            points[mask, 0],
+            points[mask, 1],
+            s=8,
+            alpha=0.8,
+            color=color,
+            label=str(cls),
+            linewidths=0,
+        )
     ax.set_xlabel(f"{name} 1")
     ax.set_ylabel(f"{name} 2")
     ax.set_title(f"{name} of {snapshot.split} embeddings by class, epoch {snapshot.epoch}")
     if len(classes) <= 20:
-        ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2,
-                  frameon=False)
+        ax.legend(
+            title="class",
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            markerscale=2,
+            frameon=False,
+        )
     return figure
 
 
@@ -306,8 +331,14 @@ def compare_figure(runs: Sequence[RunCurves]) -> Figure:
     if not handles:
         handles, labels = curves_ax.get_legend_handles_labels()
     if handles:
-        figure.legend(handles, labels, loc="outside right center", title="run", frameon=False,
-                      fontsize="small" if len(handles) > 10 else "medium")
+        figure.legend(
+            handles,
+            labels,
+            loc="outside right center",
+            title="run",
+            frameon=False,
+            fontsize="small" if len(handles) > 10 else "medium",
+        )
     return figure
 
 

@@ -27,8 +27,16 @@ def make_run(
     (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     with (path / "metrics.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["epoch", "train/loss", "val/dist_neg_mean", "val/dist_pos_mean",
-                         "val/map_at_r", "val/recall_at_1"])
+        writer.writerow(
+            [
+                "epoch",
+                "train/loss",
+                "val/dist_neg_mean",
+                "val/dist_pos_mean",
+                "val/map_at_r",
+                "val/recall_at_1",
+            ]
+        )
         for epoch, value in enumerate(val_map):
             loss = "" if epoch == 0 else 1.0 / epoch
             writer.writerow([epoch, loss, 0.6 + 0.1 * epoch, 0.5 - 0.05 * epoch, value, value])
@@ -44,9 +52,15 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def final_metrics(test_map: float, val_map: float, loss: float = 0.2) -> dict[str, float]:
-    return {"test/map_at_r": test_map, "val/map_at_r": val_map, "train/loss": loss,
-            "test/precision_at_1": 0.9,
-            "test/recall_at_1": 0.9, "test/recall_at_2": 0.95, "val/recall_at_1": 0.8}
+    return {
+        "test/map_at_r": test_map,
+        "val/map_at_r": val_map,
+        "train/loss": loss,
+        "test/precision_at_1": 0.9,
+        "test/recall_at_1": 0.9,
+        "test/recall_at_2": 0.95,
+        "val/recall_at_1": 0.8,
+    }
 
 
 @pytest.fixture
@@ -100,16 +114,19 @@ def test_compare_ranks_finished_runs_first_and_marks_the_rest(
 def test_sort_by_another_metric_and_lowest_first(sweep: Path, tmp_path: Path) -> None:
     assert main([str(sweep), "--sort", "test/map_at_r", "--out", str(tmp_path / "a")]) == 0
     assert [r["run"] for r in read_rows(tmp_path / "a" / "compare.csv")][:2] == ["0", "1"]
-    assert main([str(sweep), "--sort", "train/loss", "--ascending", "--out",
-                 str(tmp_path / "b")]) == 0
+    assert (
+        main([str(sweep), "--sort", "train/loss", "--ascending", "--out", str(tmp_path / "b")]) == 0
+    )
     assert [r["run"] for r in read_rows(tmp_path / "b" / "compare.csv")] == ["1", "0", "2", "10"]
 
 
 def test_chosen_metrics_become_the_table_columns(sweep: Path) -> None:
     assert main([str(sweep), "--metrics", "test/recall_at_2,val/recall_at_1"]) == 0
     header = (sweep / "compare.md").read_text().splitlines()[0]
-    assert header == ("| # | run | status | overrides | val/map_at_r | test/recall_at_2 | "
-                      "val/recall_at_1 | best epoch | epochs |")
+    assert header == (
+        "| # | run | status | overrides | val/map_at_r | test/recall_at_2 | "
+        "val/recall_at_1 | best epoch | epochs |"
+    )
 
 
 def test_run_directories_given_one_by_one(tmp_path: Path) -> None:

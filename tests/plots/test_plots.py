@@ -38,9 +38,9 @@ from tests.test_train import read_wandb_run
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def blobs(n_per_class: int = 20, classes: int = 3, dim: int = 5, seed: int = 0) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def blobs(
+    n_per_class: int = 20, classes: int = 3, dim: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=4.0, size=(classes, dim))
     labels = np.repeat(np.arange(classes), n_per_class)
@@ -49,15 +49,38 @@ def blobs(n_per_class: int = 20, classes: int = 3, dim: int = 5, seed: int = 0) 
 
 def history_rows(path: Path) -> dict[str, np.ndarray]:
     rows = [
-        {"epoch": 0, "val/dist_pos_mean": 0.5, "val/dist_pos_std": 0.1,
-         "val/dist_neg_mean": 0.6, "val/dist_neg_std": 0.1},
-        {"epoch": 1, "train/loss": 0.3, "val/dist_pos_mean": 0.4, "val/dist_pos_std": 0.1,
-         "val/dist_neg_mean": 0.8, "val/dist_neg_std": 0.2},
-        {"epoch": 2, "train/loss": 0.2, "val/dist_pos_mean": 0.3, "val/dist_pos_std": 0.05,
-         "val/dist_neg_mean": 0.9, "val/dist_neg_std": 0.1},
+        {
+            "epoch": 0,
+            "val/dist_pos_mean": 0.5,
+            "val/dist_pos_std": 0.1,
+            "val/dist_neg_mean": 0.6,
+            "val/dist_neg_std": 0.1,
+        },
+        {
+            "epoch": 1,
+            "train/loss": 0.3,
+            "val/dist_pos_mean": 0.4,
+            "val/dist_pos_std": 0.1,
+            "val/dist_neg_mean": 0.8,
+            "val/dist_neg_std": 0.2,
+        },
+        {
+            "epoch": 2,
+            "train/loss": 0.2,
+            "val/dist_pos_mean": 0.3,
+            "val/dist_pos_std": 0.05,
+            "val/dist_neg_mean": 0.9,
+            "val/dist_neg_std": 0.1,
+        },
     ]
-    columns = ["epoch", "train/loss", "val/dist_neg_mean", "val/dist_neg_std",
-               "val/dist_pos_mean", "val/dist_pos_std"]
+    columns = [
+        "epoch",
+        "train/loss",
+        "val/dist_neg_mean",
+        "val/dist_neg_std",
+        "val/dist_pos_mean",
+        "val/dist_pos_std",
+    ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -149,8 +172,14 @@ def test_projection_colours_each_class_and_names_it() -> None:
 
 
 def test_recall_figure_plots_each_split_against_k() -> None:
-    metrics = {"val/recall_at_1": 0.5, "val/recall_at_2": 0.7, "test/recall_at_1": 0.6,
-               "test/recall_at_8": 0.9, "test/recall_at_4": 0.8, "test/map_at_r": 0.4}
+    metrics = {
+        "val/recall_at_1": 0.5,
+        "val/recall_at_2": 0.7,
+        "test/recall_at_1": 0.6,
+        "test/recall_at_8": 0.9,
+        "test/recall_at_4": 0.8,
+        "test/map_at_r": 0.4,
+    }
     ax = recall_at_k_figure(metrics).axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert lines["test set"].get_xdata().tolist() == [1, 4, 8]
@@ -180,7 +209,7 @@ def test_snapshot_embeds_in_eval_mode_and_restores_training() -> None:
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5))
     x, y = torch.randn(50, 4), torch.arange(50) % 5
-    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 50, 16)]
+    loader = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 50, 16)]
     module.train()
     snapshot = snapshot_embeddings(module, loader, epoch=2, split="val")
     assert module.training
@@ -221,8 +250,12 @@ def test_a_trained_run_gets_all_four_pictures_and_sends_them_to_wandb(
     loggers[1].experiment.finish()
 
     names = sorted(p.name for p in paths)
-    assert names == ["distance_curves.png", "distance_histograms.png",
-                     "embedding_projection.png", "recall_at_k.png"]
+    assert names == [
+        "distance_curves.png",
+        "distance_histograms.png",
+        "embedding_projection.png",
+        "recall_at_k.png",
+    ]
     assert all(p.parent == tmp_path / "plots" and p.read_bytes()[:8] == PNG_MAGIC for p in paths)
     assert end.epoch == cfg.trainer.max_epochs and start.epoch == 0
     assert len(test.labels) == len(datamodule.splits.test)
@@ -238,5 +271,4 @@ def test_an_unfinished_run_still_gets_its_curves(tmp_path: Path) -> None:
     assert [p.name for p in write_run_plots(tmp_path)] == ["distance_curves.png"]
     write_json(tmp_path / "metrics.json", {"test/recall_at_1": 0.5, "test/recall_at_2": 0.75})
     assert read_metrics(tmp_path / "metrics.json")["test/recall_at_2"] == 0.75
-    assert [p.name for p in write_run_plots(tmp_path)] == ["distance_curves.png",
-                                                           "recall_at_k.png"]
+    assert [p.name for p in write_run_plots(tmp_path)] == ["distance_curves.png", "recall_at_k.png"]
