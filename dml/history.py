@@ -18,10 +18,17 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 class EpochHistoryLogger(Logger):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep_existing: bool = False) -> None:
+        """``keep_existing``: a resumed run continues the rows its earlier part wrote."""
         super().__init__()
         self.path = Path(path)
         self.rows: dict[int, dict[str, float]] = {}
+        if keep_existing and self.path.is_file():
+            with self.path.open(newline="") as handle:
+                for row in csv.DictReader(handle):
+                    epoch = int(row.pop("epoch"))
+                    values = {k: float(v) for k, v in row.items() if v != ""}
+                    self.rows[epoch] = {"epoch": epoch, **values}
 
     @property
     def name(self) -> str:
@@ -32,7 +39,9 @@ class EpochHistoryLogger(Logger):
         return "0"
 
     @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any
+    ) -> None:
         """The composed config lives in .hydra/; nothing to add here."""
 
     @rank_zero_only

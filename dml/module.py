@@ -16,6 +16,7 @@ from dml.curves import pair_distance_stats
 from dml.errors import DmlError
 from dml.losses.base import EmbeddingLoss
 from dml.metrics import clustering_metrics, retrieval_metrics
+from dml.resume import restore_rng_state, rng_state
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -61,7 +62,9 @@ class EmbeddingModule(pl.LightningModule):
 
     def completed_epochs(self) -> int:
         epoch = self.trainer.current_epoch
-        fitting_now = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
+        fitting_now = (
+            self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
+        )
         return epoch + 1 if fitting_now else epoch
 
     def compute_loss(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, int, int]:
@@ -162,3 +165,9 @@ class EmbeddingModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dml_config"] = self.run_config
+        checkpoint["dml_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restoring the RNGs makes a resumed run draw what the uninterrupted one drew."""
+        if "dml_rng" in checkpoint:
+            restore_rng_state(checkpoint["dml_rng"])

@@ -25,6 +25,13 @@ from dml.errors import DmlError
 from dml.history import EpochHistoryLogger
 from dml.module import EmbeddingModule
 from dml.report import print_metrics_table
+from dml.resume import (
+    AtomicCheckpointIO,
+    check_writable,
+    resume_checkpoint,
+    save_wandb_id,
+    saved_wandb_id,
+)
 from dml.run_naming import run_identity
 
 log = logging.getLogger(__name__)
@@ -51,8 +58,7 @@ def check_loss_and_miner(loss: torch.nn.Module, miner: torch.nn.Module | None) -
     """Fail at start when the loss cannot consume what the miner returns."""
     if miner is not None and getattr(loss, "tuple_kind", "triplets") is None:
         raise DmlError(
-            f"loss {type(loss).__name__} uses the whole batch, not mined tuples; "
-            "set miner=none"
+            f"loss {type(loss).__name__} uses the whole batch, not mined tuples; set miner=none"
         )
 
 
@@ -77,21 +83,26 @@ def build_datamodule(cfg: DictConfig) -> EmbeddingDataModule:
     return EmbeddingDataModule(source=build(cfg.dataset), seed=cfg.seed, **cfg.data)
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [EpochHistoryLogger(run_dir / "metrics.csv")]
+def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> list[Logger]:
+    """metrics.csv always; then the configured logger. A resumed run continues its W&B run."""
+    loggers: list[Logger] = [EpochHistoryLogger(run_dir / "metrics.csv", keep_existing=resuming)]
     if cfg.logger is None or "_target_" not in cfg.logger:
         return loggers
     target = cfg.logger._target_
     if target.endswith("WandbLogger"):
         name, group, tags = run_identity(cfg)
+        previous_id = saved_wandb_id(run_dir) if resuming else None
+        resume_args = {"id": previous_id, "resume": "allow"} if previous_id else {}
         wandb_logger = build(
             cfg.logger,
             save_dir=str(run_dir),
             name=cfg.logger.name or name,
             group=cfg.logger.group or group,
             tags=list(cfg.logger.tags) if cfg.logger.tags else tags,
+            **resume_args,
         )
         experiment = wandb_logger.experiment
+        save_wandb_id(run_dir, experiment.id)
         experiment.define_metric("epoch")
         for prefix in ("train", "val", "test"):
             experiment.define_metric(f"{prefix}/*", step_metric="epoch")
@@ -151,7 +162,13 @@ def build_trainer(
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(LossProgressBar(leave=True))
-    return build(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
+    return build(
+        cfg.trainer,
+        logger=loggers,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+    )
 
 
 def finish_loggers(loggers: list[Logger], exit_code: int) -> None:
@@ -170,16 +187,19 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float]:
     """Train, validate every epoch (and once before training), test; return final metrics."""
     run_dir = resolve_run_dir(run_dir)
+    check_writable(run_dir)
+    ckpt_path = resume_checkpoint(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     module = build_module(cfg)
-    loggers = build_loggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
     exit_code = 1
     try:
         trainer = build_trainer(cfg, run_dir, loggers)
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        if ckpt_path is None:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         trainer.test(module, datamodule=datamodule, verbose=False)
         history = loggers[0].rows
         final = dict(history[max(history)])
@@ -227,8 +247,11 @@ def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, fl
     datamodule = build_datamodule(config)
     history = EpochHistoryLogger(run_dir / "metrics.csv")
     trainer = build(
-        config.trainer, logger=[history], default_root_dir=str(run_dir),
-        enable_checkpointing=False, enable_progress_bar=False,
+        config.trainer,
+        logger=[history],
+        default_root_dir=str(run_dir),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
     final = dict(history.rows[max(history.rows)])
