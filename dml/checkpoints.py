@@ -17,7 +17,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)``: a pickle carrying code is refused, not executed."""
     path = Path(path)
     if not path.is_file():
-        raise DmlError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise DmlError(
+            f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -48,7 +50,11 @@ def load_weights(module: nn.Module, state_dict: dict[str, Any], path: str | Path
     )
     if missing or unexpected or wrong_shape:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", wrong_shape)):
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape differs", wrong_shape),
+        ):
             if keys:
                 parts.append(f"{label}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}")
         raise DmlError(

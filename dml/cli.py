@@ -5,8 +5,10 @@ The config path is the package's own ``dml/conf``, so `dml` works from any direc
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -18,23 +20,50 @@ commands:
   train    train a model; `dml train --help` lists the config groups and options,
            `dml train --cfg job` prints the composed config, `-m` runs a sweep
   eval     evaluate a checkpoint: dml eval ckpt_path=PATH [dataset=...]
+  compare  a table, CSV, Markdown and plots of runs: dml compare MULTIRUN_DIR | RUN_DIR...
 
 examples:
   dml train loss=triplet miner=hard
   dml train -m loss=triplet,contrastive miner=hard,semihard
+  dml compare outputs/multirun/<timestamp>
 """
 
 
+# Jobs of this process's multirun that failed, reported once the sweep ends.
+failed_jobs: list[str] = []
+
+
 def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Turn a DmlError into one line on stderr and exit status 2, instead of a traceback."""
+    """Turn a DmlError into one line on stderr and a non-zero exit, instead of a traceback.
+
+    In a multirun a failed job leaves a ``FAILED`` marker in its directory and the sweep goes
+    on; :func:`main` exits non-zero at the end, naming the failed jobs.
+    """
 
     def wrapped(cfg: DictConfig) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from dml.compare import write_failure_marker
         from dml.errors import DmlError
 
+        hydra_cfg = HydraConfig.get()
         try:
             return task(cfg)
-        except DmlError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        except Exception as exc:
+            write_failure_marker(Path(hydra_cfg.runtime.output_dir), exc)
+            line = (
+                f"error: {exc}"
+                if isinstance(exc, DmlError)
+                else f"error: {type(exc).__name__}: {exc}"
+            )
+            if hydra_cfg.mode != RunMode.MULTIRUN:
+                if isinstance(exc, DmlError):
+                    raise SystemExit(line) from None
+                raise
+            logging.getLogger("dml").exception("job %s failed", hydra_cfg.job.num)
+            failed_jobs.append(f"job {hydra_cfg.job.num} ({hydra_cfg.runtime.output_dir}): {line}")
+            return None
 
     wrapped.__name__ = task.__name__
     wrapped.__doc__ = task.__doc__
@@ -59,7 +88,17 @@ def eval_command(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
-COMMANDS: dict[str, Callable[[], Any]] = {"train": train_command, "eval": eval_command}
+def compare_command() -> None:
+    from dml.compare import main as compare_main
+
+    raise SystemExit(compare_main(sys.argv[1:]))
+
+
+COMMANDS: dict[str, Callable[[], Any]] = {
+    "train": train_command,
+    "eval": eval_command,
+    "compare": compare_command,
+}
 
 
 def quiet_library_chatter() -> None:
@@ -89,3 +128,5 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         # Output piped into e.g. `head`, which closed early: not an error.
         sys.stderr.close()
+    if failed_jobs:
+        raise SystemExit(f"error: {len(failed_jobs)} job(s) failed:\n" + "\n".join(failed_jobs))

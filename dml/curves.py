@@ -39,7 +39,9 @@ def pair_distance_stats(
         not_self[torch.arange(len(dist)), idx] = False
         for row, mask in enumerate((same & not_self, ~same)):
             values = dist[mask]
-            sums[row] += torch.stack([values.new_tensor(len(values)), values.sum(), (values**2).sum()])
+            sums[row] += torch.stack(
+                [values.new_tensor(len(values)), values.sum(), (values**2).sum()]
+            )
     stats: dict[str, float] = {}
     for row, kind in enumerate(("pos", "neg")):
         count, total, total_sq = sums[row].tolist()

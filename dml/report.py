@@ -8,7 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 
-def print_metrics_table(metrics: dict[str, float], run_dir: Path, title: str = "Final metrics") -> None:
+def print_metrics_table(
+    metrics: dict[str, float], run_dir: Path, title: str = "Final metrics"
+) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")

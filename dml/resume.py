@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from pytorch_lightning.plugins import TorchCheckpointIO
 from omegaconf import DictConfig
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from dml.errors import DmlError
 

@@ -138,6 +138,35 @@ class LossProgressBar(RichProgressBar):
         return items
 
 
+class InterruptCheckpoint(Callback):
+    """On Ctrl-C, save ``checkpoints/interrupted.ckpt`` before Lightning shuts down."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "checkpoints" / "interrupted.ckpt"
+        self.interrupted = False
+
+    def on_exception(
+        self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
+            trainer.save_checkpoint(self.path)
+
+
+def resume_command(cfg: DictConfig, run_dir: Path) -> str:
+    """The command line that continues this run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = []
+    if HydraConfig.initialized():
+        overrides = [
+            o
+            for o in HydraConfig.get().overrides.task
+            if not o.startswith(("hydra.run.dir=", "resume="))
+        ]
+    return " ".join(["dml train", *overrides, f"hydra.run.dir={run_dir}", "resume=true"])
+
+
 def check_accelerator(trainer_cfg: DictConfig) -> None:
     """Name the fix when a GPU trainer is asked for on a machine without one."""
     if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -171,10 +200,15 @@ def build_trainer(
     )
 
 
+INTERRUPTED = 130  # the shell's exit status after SIGINT
+
+
 def finish_loggers(loggers: list[Logger], exit_code: int) -> None:
     """Close each W&B run, so jobs of a multirun never share one."""
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            if exit_code == INTERRUPTED:
+                logger.experiment.summary["status"] = "interrupted"
             logger.experiment.finish(exit_code=exit_code)
 
 
@@ -195,8 +229,9 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
     module = build_module(cfg)
     loggers = build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
     exit_code = 1
+    interrupt = InterruptCheckpoint(run_dir)
     try:
-        trainer = build_trainer(cfg, run_dir, loggers)
+        trainer = build_trainer(cfg, run_dir, loggers, extra=[interrupt])
         if ckpt_path is None:
             trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -205,6 +240,14 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
         final = dict(history[max(history)])
         write_json(run_dir / "metrics.json", final)
         exit_code = 0
+    except SystemExit:
+        if not interrupt.interrupted:
+            raise
+        exit_code = INTERRUPTED
+        raise DmlError(
+            f"interrupted; saved {interrupt.path}. Continue from the last finished epoch "
+            f"with: {resume_command(cfg, run_dir)}"
+        ) from None
     finally:
         finish_loggers(loggers, exit_code)
     print_metrics_table(final, run_dir)

@@ -37,9 +37,15 @@ def lightning_epoch(cfg: DictConfig, epochs: int) -> float:
     module, datamodule = build_module(cfg), build_datamodule(cfg)
     timer = EpochTimer()
     trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        num_sanity_val_steps=0, callbacks=[timer],
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
     )
     trainer.fit(module, datamodule=datamodule)
     return timer.times[-1]

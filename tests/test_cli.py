@@ -10,8 +10,13 @@ from pathlib import Path
 from tests.conftest import group_options, subprocess_env
 
 DML = str(Path(sys.executable).parent / "dml")
-QUICK = ["dataset=digits", "backbone=mlp", "trainer=debug", "data.batch_size=60",
-         "data.samples_per_class=6"]
+QUICK = [
+    "dataset=digits",
+    "backbone=mlp",
+    "trainer=debug",
+    "data.batch_size=60",
+    "data.samples_per_class=6",
+]
 
 
 def dml(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -56,8 +61,15 @@ def test_train_runs_end_to_end_from_any_directory(tmp_path: Path) -> None:
 
 
 def test_multirun_writes_one_directory_and_wandb_run_per_job(tmp_path: Path) -> None:
-    result = dml("train", "-m", *QUICK, "loss=triplet,contrastive", "hydra.sweep.dir=sweep",
-                 cwd=tmp_path, timeout=600)
+    result = dml(
+        "train",
+        "-m",
+        *QUICK,
+        "loss=triplet,contrastive",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
@@ -79,10 +91,74 @@ def test_mistyped_option_and_key_fail_before_any_work(tmp_path: Path) -> None:
 
 
 def test_infeasible_batch_fails_with_one_line(tmp_path: Path) -> None:
-    result = dml("train", "dataset=digits", "backbone=mlp", "trainer=debug",
-                 "data.samples_per_class=7", cwd=tmp_path)
+    result = dml(
+        "train",
+        "dataset=digits",
+        "backbone=mlp",
+        "trainer=debug",
+        "data.samples_per_class=7",
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1
     assert "data.batch_size=128 is not a multiple of data.samples_per_class=7" in error_lines[0]
+
+
+def test_a_failed_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    """Job 0 fails at start (infeasible P×K batch); job 1 still runs; the sweep exits non-zero."""
+    result = dml(
+        "train",
+        "-m",
+        *QUICK[:3],
+        "data.batch_size=60",
+        "data.samples_per_class=7,6",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    sweep = tmp_path / "sweep"
+    assert (sweep / "0" / "FAILED").is_file()
+    assert "not a multiple of data.samples_per_class=7" in (sweep / "0" / "FAILED").read_text()
+    assert (sweep / "1" / "metrics.json").is_file()
+    assert "1 job(s) failed" in result.stderr and "job 0" in result.stderr
+    table = dml("compare", "sweep", cwd=tmp_path)
+    assert "failed" in table.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    args = [
+        *QUICK[:2],
+        "trainer.max_epochs=200",
+        "data.batch_size=60",
+        "data.samples_per_class=6",
+        "hydra.run.dir=run",
+    ]
+    proc = subprocess.Popen(
+        [DML, "train", *args],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").is_file()
+    assert "resume=true" in stderr and "hydra.run.dir=" in stderr
+    assert "Traceback" not in stderr
+    from tests.test_train import read_wandb_run
+
+    summary, _ = read_wandb_run(tmp_path / "run")
+    assert summary["exit_code"] == 130
+    assert summary["summary"]["status"] == "interrupted"

@@ -13,7 +13,16 @@ from dml.errors import DmlError
 from dml.run import build, build_datamodule, build_module, check_accelerator
 from tests.conftest import group_options
 
-COMPONENT_GROUPS = ["backbone", "loss", "miner", "dataset", "optimizer", "scheduler", "trainer", "logger"]
+COMPONENT_GROUPS = [
+    "backbone",
+    "loss",
+    "miner",
+    "dataset",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+]
 CASES = [(group, option) for group in COMPONENT_GROUPS for option in group_options(group)]
 
 

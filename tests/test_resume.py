@@ -22,8 +22,13 @@ from dml.run import train
 from tests.conftest import FAST, subprocess_env
 
 DML = str(Path(sys.executable).parent / "dml")
-DETERMINISTIC = [*FAST, "trainer.deterministic=true", "seed=7", "miner=random",
-                 "trainer.max_epochs=3"]
+DETERMINISTIC = [
+    *FAST,
+    "trainer.deterministic=true",
+    "seed=7",
+    "miner=random",
+    "trainer.max_epochs=3",
+]
 
 
 def test_same_seed_gives_identical_metrics(
@@ -54,11 +59,21 @@ def test_resume_from_a_checkpoint_reaches_the_uninterrupted_result(
 def test_hard_kill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     """SIGKILL once the first epoch's checkpoint exists, then `resume=true` in the same dir."""
     args = [*DETERMINISTIC, "trainer.max_epochs=4", "logger=wandb"]
-    subprocess.run([DML, "train", *args, "hydra.run.dir=full"], cwd=tmp_path,
-                   env=subprocess_env(), check=True, capture_output=True, timeout=300)
-    proc = subprocess.Popen([DML, "train", *args, "hydra.run.dir=killed"], cwd=tmp_path,
-                            env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [DML, "train", *args, "hydra.run.dir=full"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    proc = subprocess.Popen(
+        [DML, "train", *args, "hydra.run.dir=killed"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -67,8 +82,14 @@ def test_hard_kill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None
     proc.wait()
     assert not (tmp_path / "killed" / "metrics.json").exists(), "the kill came too late"
     first_id = (tmp_path / "killed" / "wandb_run_id").read_text()
-    subprocess.run([DML, "train", *args, "hydra.run.dir=killed", "resume=true"], cwd=tmp_path,
-                   env=subprocess_env(), check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [DML, "train", *args, "hydra.run.dir=killed", "resume=true"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     for key, value in full.items():

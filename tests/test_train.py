@@ -24,11 +24,17 @@ def read_wandb_run(run_dir: Path) -> tuple[dict, list[dict]]:
     (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     summary = subprocess.run(
         [WANDB, "leet", "inspect", "--summary", "--json", str(run_file)],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     records = subprocess.run(
         [WANDB, "leet", "inspect", "--json", str(run_file)],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     history = [
         rec["history"]["item"]
@@ -47,15 +53,26 @@ def test_train_writes_the_run_directory_and_wandb_run(
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == pytest.approx(metrics)
-    for key in ("test/precision_at_1", "test/map_at_r", "test/r_precision", "test/nmi",
-                "test/recall_at_8", "val/map_at_r"):
+    for key in (
+        "test/precision_at_1",
+        "test/map_at_r",
+        "test/r_precision",
+        "test/nmi",
+        "test/recall_at_8",
+        "val/map_at_r",
+    ):
         assert 0.0 <= saved[key] <= 1.0, key
 
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert rows[0]["train/loss"] == ""  # epoch 0 is the untrained embedding
     for row in rows:
-        for key in ("val/dist_pos_mean", "val/dist_neg_mean", "val/dist_pos_std", "val/recall_at_1"):
+        for key in (
+            "val/dist_pos_mean",
+            "val/dist_neg_mean",
+            "val/dist_pos_std",
+            "val/recall_at_1",
+        ):
             assert float(row[key]) >= 0.0
     for row in rows[1:]:
         assert float(row["train/loss"]) >= 0.0
@@ -90,7 +107,10 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
     cfg = compose_cfg(*FAST, "logger=none", "trainer.max_epochs=3", "miner=none")
     steps_per_epoch = int(0.7 * 1797) // cfg.data.batch_size
     with open_dict(cfg):
-        cfg.loss = {"_target_": "tests.helpers.NaNAfterStepsLoss", "good_steps": steps_per_epoch + 2}
+        cfg.loss = {
+            "_target_": "tests.helpers.NaNAfterStepsLoss",
+            "good_steps": steps_per_epoch + 2,
+        }
     with pytest.raises(DmlError, match=r"train/loss became nan at epoch 1, step \d+") as info:
         train(cfg, tmp_path)
     assert "\n" not in str(info.value)
