@@ -10,7 +10,10 @@ GROUPS = ("loss", "miner", "backbone", "dataset")
 
 
 def override_label(override: str) -> str:
-    """``loss=triplet`` → ``triplet``; ``loss.margin=0.2`` → ``m0.2``; ``optimizer.lr=1e-3`` → ``lr1e-3``."""
+    """A short label for a W&B run name.
+
+    ``loss=triplet`` → ``triplet``; ``loss.margin=0.2`` → ``m0.2``; ``optimizer.lr=1e-3`` → ``lr1e-3``.
+    """
     key, _, value = override.lstrip("+~").partition("=")
     if "." not in key:
         return value
