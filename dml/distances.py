@@ -52,13 +52,30 @@ class Distance(ABC):
 
 
 class SquaredEuclideanDistance(Distance):
+    """||x − y||², computed as a matrix product (one GEMM, no B×B×D tensor).
+
+    ``normalize`` L2-normalises both sides first, as PML's LpDistance does by default:
+    proxy losses need it because their proxies are free parameters whose norm the
+    module's own embedding normalisation never touches.
+    """
+
+    def __init__(self, normalize: bool = False) -> None:
+        self.normalize = normalize
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.normalize(x, dim=1) if self.normalize else x
+
     def pairwise(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        y = x if y is None else y
-        sq = (x * x).sum(1, keepdim=True) - 2 * x @ y.T + (y * y).sum(1)
-        return sq.clamp_min(0)
+        x = self._prepare(x)
+        y = x if y is None else self._prepare(y)
+        norms = (x * x).sum(1, keepdim=True) + (y * y).sum(1)
+        return torch.addmm(norms, x, y.T, alpha=-2).clamp_min(0)
 
     def paired(self, x: Tensor, y: Tensor) -> Tensor:
-        return (x - y).pow(2).sum(1)
+        return (self._prepare(x) - self._prepare(y)).pow(2).sum(1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(normalize={self.normalize})"
 
 
 class EuclideanDistance(SquaredEuclideanDistance):

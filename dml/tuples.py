@@ -161,6 +161,14 @@ class TripletSelection:
         self.low = low
         self.high = high
 
+    def measured_on(self, dist: Tensor) -> bool:
+        """Whether the selection's rule was evaluated on exactly these distances.
+
+        Only then can a loss fold the rule into its own sorted pass; the check is one
+        B×R comparison, cheap beside any triplet work.
+        """
+        return self.dist is None or torch.equal(self.dist, dist.detach())
+
     @cached_property
     def slots(self) -> PositiveSlots:
         return positive_slots(self.pos)

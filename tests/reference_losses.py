@@ -30,7 +30,7 @@ def pml_distance(name: str) -> pml_distances.BaseDistance:
     if name == "squared":
         return pml_distances.LpDistance(normalize_embeddings=False, power=2)
     if name == "dot":
-        return pml_distances.DotProductSimilarity()
+        return pml_distances.DotProductSimilarity(normalize_embeddings=False)
     return pml_distances.CosineSimilarity()
 
 
@@ -114,3 +114,54 @@ def hadsell_contrastive_reference(
         else:
             total = total + 0.5 * torch.clamp(neg_margin - d, min=0) ** 2
     return total / len(pairs) if pairs else total
+
+
+def lmnn_reference(x: Tensor, labels: Tensor, k: int, push_weight: float, margin: float) -> Tensor:
+    """Weinberger & Saul's objective over each sample's k nearest same-class targets,
+    divided by the number of target pairs."""
+    n = len(labels)
+    total = x.sum() * 0
+    num_targets = 0
+    for i in range(n):
+        same = [j for j in range(n) if j != i and labels[j] == labels[i]]
+        same.sort(key=lambda j: (_dist("squared", x, i, j).item(), j))
+        for j in same[:k]:
+            num_targets += 1
+            d_ij = _dist("squared", x, i, j)
+            total = total + (1 - push_weight) * d_ij
+            for m in range(n):
+                if labels[m] != labels[i]:
+                    hinge = torch.clamp(margin + d_ij - _dist("squared", x, i, m), min=0)
+                    total = total + push_weight * hinge
+    return total / num_targets if num_targets else total
+
+
+def nca_reference(x: Tensor, labels: Tensor, scale: float) -> Tensor:
+    """Mean over samples with a same-label neighbour of −log P(neighbour shares the label)."""
+    n = len(labels)
+    losses = []
+    for i in range(n):
+        weights = {j: torch.exp(-scale * _dist("squared", x, i, j)) for j in range(n) if j != i}
+        same = [w for j, w in weights.items() if labels[j] == labels[i]]
+        if same:
+            losses.append(
+                -torch.log(torch.stack(same).sum() / torch.stack(list(weights.values())).sum())
+            )
+    return torch.stack(losses).mean() if losses else x.sum() * 0
+
+
+def grad_of(loss: Tensor, x: Tensor) -> Tensor:
+    (g,) = torch.autograd.grad(loss, x, retain_graph=True)
+    return g
+
+
+def assert_same(ours: Tensor, theirs: Tensor, x: Tensor) -> None:
+    """Equal value and gradient with respect to ``x``, to 1e-5.
+
+    Where PML returns a constant zero (no graph), ours must be a differentiable zero.
+    """
+    assert abs(ours.item() - theirs.item()) <= 1e-5 * max(1.0, abs(theirs.item()))
+    if theirs.requires_grad:
+        torch.testing.assert_close(grad_of(ours, x), grad_of(theirs, x), atol=1e-5, rtol=1e-5)
+    else:
+        assert torch.count_nonzero(grad_of(ours, x)) == 0

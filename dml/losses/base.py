@@ -13,9 +13,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from dml.distances import Distance, EuclideanDistance, References
+from dml.errors import DmlError
 from dml.tuples import Mined
 
 
@@ -31,10 +33,13 @@ class EmbeddingLoss(nn.Module, ABC):
     ``tuple_kind`` says what mined tuples the loss consumes: "triplets", "pairs", or None
     for losses (proxy, NCA) that use the whole batch and reject a miner at start.
     ``supports_memory`` says whether extra references (cross-batch memory) make sense.
+    ``min_samples_per_class`` is what a batch must hold per class for the loss to see a
+    positive pair; :func:`dml.losses.compat.check_compatible` checks it at start.
     """
 
     tuple_kind: ClassVar[str | None] = "triplets"
     supports_memory: ClassVar[bool] = True
+    min_samples_per_class: ClassVar[int] = 2
 
     def __init__(self, distance: Distance | None = None) -> None:
         super().__init__()
@@ -62,7 +67,7 @@ class EmbeddingLoss(nn.Module, ABC):
 
 def zero_loss(anchor: Tensor) -> Tensor:
     """A zero that stays on the autograd graph, so ``backward()`` works on an empty batch."""
-    return anchor.sum() * 0.0
+    return (anchor * 0.0).sum()
 
 
 def mean_of_nonzero(per_tuple: Tensor, anchor: Tensor) -> tuple[Tensor, int]:
@@ -76,3 +81,37 @@ def mean_of_nonzero(per_tuple: Tensor, anchor: Tensor) -> tuple[Tensor, int]:
     if num_active == 0:
         return zero_loss(anchor), 0
     return per_tuple[active].sum() / num_active, num_active
+
+
+def masked_logsumexp(x: Tensor, weight: Tensor, add_one: bool = False) -> Tensor:
+    """Row-wise log(Σ weight·exp(x) [+ 1]); rows with no weighted entry give 0, as in PML.
+
+    ``weight`` counts how often each entry is present (repeated mined pairs count that
+    many times). Excluded entries are filled with the most negative finite value, not
+    -inf, so even an empty row has a finite (zero) gradient.
+    """
+    keep = weight > 0
+    filled = torch.where(keep, x + torch.where(keep, weight, 1.0).log(), torch.finfo(x.dtype).min)
+    if add_one:
+        filled = torch.cat([filled, filled.new_zeros(len(filled), 1)], dim=1)
+    return torch.where(keep.any(1), torch.logsumexp(filled, dim=1), 0.0)
+
+
+def require_num_classes(num_classes: int | None, owner: str) -> int:
+    """A loss with one parameter row per class cannot guess the class count: say so early."""
+    if num_classes is None or num_classes < 1:
+        raise DmlError(
+            f"{owner} needs num_classes (got {num_classes}): set loss.num_classes, "
+            "which defaults to ${dataset.num_classes}"
+        )
+    return int(num_classes)
+
+
+def check_labels_fit(labels: Tensor, num_classes: int, owner: str) -> None:
+    """Labels index per-class parameters, so one outside [0, num_classes) is a config error."""
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DmlError(
+            f"{owner} has num_classes={num_classes} but got label "
+            f"{int(labels.max()) if int(labels.min()) >= 0 else int(labels.min())}; "
+            "set loss.num_classes to the dataset's number of classes"
+        )

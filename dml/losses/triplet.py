@@ -1,6 +1,11 @@
-"""Triplet margin loss (Weinberger & Saul; Schroff et al.), PML's TripletMarginLoss."""
+"""Triplet margin loss (Weinberger & Saul; Schroff et al.), PML's TripletMarginLoss.
+
+Also home of the fused triplet sums that LMNN reuses for its impostor term.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +24,7 @@ class TripletLoss(EmbeddingLoss):
     softplus (log(1 + exp(·))), which never reaches zero and so keeps pushing easy triplets.
 
     With no miner, or a rule-based one (all, semi-hard, easy), the triplets are never
-    listed: each chunk of anchors is scored on an anchors × positives × references block
-    cut from the distance matrix, and only per-pair weights (how many active triplets use
-    each pair, and how strongly) leave the chunk. The loss is then a weighted sum over
-    the distance matrix, whose gradient is exactly the per-triplet one.
+    listed: see :func:`sorted_hinge_sum` and :func:`chunked_triplet_sum`.
     """
 
     tuple_kind = "triplets"
@@ -46,76 +48,95 @@ class TripletLoss(EmbeddingLoss):
         if mined is None:
             mined = TripletSelection(pos, neg)
         if isinstance(mined, TripletSelection):
-            if not self.soft and (mined.dist is None or torch.equal(mined.dist, dist.detach())):
-                return self._sorted(dist, mined, embeddings)
-            return self._chunked(dist, mined, embeddings)
+            if not self.soft and mined.measured_on(dist):
+                fused = sorted_hinge_sum(dist, mined, self.margin)
+            else:
+                fused = chunked_triplet_sum(dist, mined, self.margin, self.soft)
+            if fused.num_active == 0:
+                return LossOutput(zero_loss(embeddings), fused.num_tuples, 0)
+            loss = with_gradient(dist, fused.total, fused.weight) / fused.num_active
+            return LossOutput(loss, fused.num_tuples, fused.num_active)
         a, p, n = to_triplets(mined)
         violation = (dist[a, p] - dist[a, n]) + self.margin
         per_triplet = F.softplus(violation) if self.soft else F.relu(violation)
         loss, num_active = mean_of_nonzero(per_triplet, embeddings)
         return LossOutput(loss, len(a), num_active)
 
-    def _sorted(self, dist: Tensor, selection: TripletSelection, anchor: Tensor) -> LossOutput:
-        """Hinge loss from sorted negatives: O(B·R·log R), no triplet is ever touched.
 
-        For slot (a, p) the active negatives are a run [lo, hi) of a's sorted negatives, so
-        its summed loss is count·(d(a,p) + margin) minus a prefix-sum difference, and each
-        negative's weight is the number of runs covering it.
-        """
-        flat = dist.detach()
-        cols, _ = selection.slots
-        window = selection.window(flat, below=self.margin)
-        count = window.hi - window.lo
-        num_active = int(count.sum())
-        if num_active == 0:
-            return LossOutput(zero_loss(anchor), window.num_selected, 0)
-        ap = torch.gather(flat, 1, cols).double()
-        total = (count * (ap + self.margin)).sum() - window.run_sums().sum()
-        weight = window.negative_counts(flat.dtype).neg_()
-        weight.scatter_add_(1, cols, count.to(flat.dtype))
-        loss = _WithGradient.apply(dist, total.to(dist.dtype) / num_active, weight / num_active)
-        return LossOutput(loss, window.num_selected, num_active)
+class FusedSum(NamedTuple):
+    """A sum of per-triplet losses over a selection, with its gradient as a matrix.
 
-    def _chunked(self, dist: Tensor, selection: TripletSelection, anchor: Tensor) -> LossOutput:
-        """Any per-triplet form on anchor chunks of the anchors × positives × references block.
+    ``weight[a, r]`` is d(total)/d(dist[a, r]); ``num_active`` counts the triplets with a
+    positive loss (the AvgNonZero denominator).
+    """
 
-        Serves softplus (not a sum of prefix sums) and selections made on another matrix.
-        """
-        cols, _ = selection.slots
-        flat = dist.detach()
-        weight = torch.zeros_like(flat)
-        total = torch.zeros((), dtype=torch.float64, device=flat.device)
-        num_tuples = num_active = 0
-        for rows in selection.chunks():
-            selected = selection.mask(rows)
-            d = flat[rows]
-            violation = (torch.gather(d, 1, cols[rows]).unsqueeze(2) - d.unsqueeze(1)) + self.margin
-            if self.soft:
-                value = F.softplus(violation)
-                keep = selected & (value > 0)
-                slope = torch.where(keep, torch.sigmoid(violation), 0.0)
-            else:
-                value = violation
-                keep = selected & (violation > 0)
-                slope = keep.to(flat.dtype)
-            total += torch.where(keep, value, 0.0).sum(dtype=torch.float64)
-            num_tuples += int(selected.sum())
-            num_active += int(keep.sum())
-            weight[rows] = -slope.sum(1)
-            weight[rows].scatter_add_(1, cols[rows], slope.sum(2))
-        if num_active == 0:
-            return LossOutput(zero_loss(anchor), num_tuples, 0)
-        loss = _WithGradient.apply(dist, total.to(dist.dtype) / num_active, weight / num_active)
-        return LossOutput(loss, num_tuples, num_active)
+    total: Tensor
+    weight: Tensor
+    num_tuples: int
+    num_active: int
+
+
+def sorted_hinge_sum(dist: Tensor, selection: TripletSelection, margin: float) -> FusedSum:
+    """Σ max(0, d(a,p) − d(a,n) + margin) over a selection, in O(B·R·log R).
+
+    For slot (a, p) the active negatives are a run [lo, hi) of a's sorted negatives, so
+    its summed loss is count·(d(a,p) + margin) minus a prefix-sum difference, and each
+    negative's gradient weight is minus the number of runs covering it. No tensor with
+    one entry per triplet is ever built.
+    """
+    flat = dist.detach()
+    cols, _ = selection.slots
+    window = selection.window(flat, below=margin)
+    count = window.hi - window.lo
+    ap = torch.gather(flat, 1, cols).double()
+    total = (count * (ap + margin)).sum() - window.run_sums().sum()
+    weight = window.negative_counts(flat.dtype).neg_()
+    weight.scatter_add_(1, cols, count.to(flat.dtype))
+    return FusedSum(total, weight, window.num_selected, int(count.sum()))
+
+
+def chunked_triplet_sum(
+    dist: Tensor, selection: TripletSelection, margin: float, soft: bool
+) -> FusedSum:
+    """The same sum for any per-triplet form, on anchor chunks of the B×K×R block.
+
+    Serves softplus (no prefix-sum form) and selections made on another matrix than the
+    loss's. Memory is bounded by the chunk size, never B³.
+    """
+    cols, _ = selection.slots
+    flat = dist.detach()
+    weight = torch.zeros_like(flat)
+    total = torch.zeros((), dtype=torch.float64, device=flat.device)
+    num_tuples = num_active = 0
+    for rows in selection.chunks():
+        selected = selection.mask(rows)
+        d = flat[rows]
+        violation = (torch.gather(d, 1, cols[rows]).unsqueeze(2) - d.unsqueeze(1)) + margin
+        if soft:
+            value = F.softplus(violation)
+            keep = selected & (value > 0)
+            slope = torch.where(keep, torch.sigmoid(violation), 0.0)
+        else:
+            value = violation
+            keep = selected & (violation > 0)
+            slope = keep.to(flat.dtype)
+        total += torch.where(keep, value, 0.0).sum(dtype=torch.float64)
+        num_tuples += int(selected.sum())
+        num_active += int(keep.sum())
+        weight[rows] = -slope.sum(1)
+        weight[rows].scatter_add_(1, cols[rows], slope.sum(2))
+    return FusedSum(total, weight, num_tuples, num_active)
+
+
+def with_gradient(dist: Tensor, value: Tensor, weight: Tensor) -> Tensor:
+    """``value`` (cast to dist's dtype) whose gradient with respect to ``dist`` is ``weight``."""
+    return _WithGradient.apply(dist, value.to(dist.dtype), weight)
 
 
 class _WithGradient(torch.autograd.Function):
-    """``value``, whose gradient with respect to ``dist`` is ``weight`` (first order only).
-
-    The fused passes compute the exact derivative of the summed per-triplet losses with
-    respect to each distance themselves (counts for the hinge, sigmoid slopes for
-    softplus), so autograd never holds a graph over millions of triplets.
-    """
+    """First-order only: the fused passes compute the exact derivative themselves (counts
+    for the hinge, sigmoid slopes for softplus), so autograd never holds a graph over
+    millions of triplets."""
 
     @staticmethod
     def forward(ctx, dist: Tensor, value: Tensor, weight: Tensor) -> Tensor:  # noqa: ARG004

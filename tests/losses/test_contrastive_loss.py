@@ -2,31 +2,19 @@ import pytest
 import pytorch_metric_learning.losses as pml_losses
 import pytorch_metric_learning.miners as pml_miners
 import torch
-from reference_losses import (
-    CASES,
-    DISTANCES,
-    hadsell_contrastive_reference,
-    make_batch,
-    pml_distance,
-)
 
 from dml.losses.contrastive import ContrastiveLoss
 from dml.miners.batch_hard import BatchHardMiner
 from dml.miners.semihard import SemiHardMiner
 from dml.tuples import Pairs, Triplets, to_pairs
-
-
-def grad_of(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    (g,) = torch.autograd.grad(loss, x)
-    return g
-
-
-def assert_same(ours: torch.Tensor, theirs: torch.Tensor, x: torch.Tensor) -> None:
-    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5, rel=1e-5)
-    if theirs.requires_grad:
-        torch.testing.assert_close(grad_of(ours, x), grad_of(theirs, x), atol=1e-5, rtol=1e-5)
-    else:
-        assert torch.count_nonzero(grad_of(ours, x)) == 0
+from tests.reference_losses import (
+    CASES,
+    DISTANCES,
+    assert_same,
+    hadsell_contrastive_reference,
+    make_batch,
+    pml_distance,
+)
 
 
 def margins(distance: str) -> tuple[float, float]:

@@ -2,7 +2,6 @@ import pytest
 import pytorch_metric_learning.losses as pml_losses
 import pytorch_metric_learning.miners as pml_miners
 import torch
-from reference_losses import CASES, DISTANCES, make_batch, pml_distance, triplet_reference
 
 import dml.tuples
 from dml.distances import References
@@ -11,19 +10,15 @@ from dml.miners.all_triplets import AllTripletsMiner
 from dml.miners.batch_hard import BatchHardMiner
 from dml.miners.semihard import SemiHardMiner
 from dml.tuples import Pairs, Triplets
-
-
-def grad_of(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    (g,) = torch.autograd.grad(loss, x)
-    return g
-
-
-def assert_same(ours: torch.Tensor, theirs: torch.Tensor, x: torch.Tensor) -> None:
-    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5, rel=1e-5)
-    if theirs.requires_grad:
-        torch.testing.assert_close(grad_of(ours, x), grad_of(theirs, x), atol=1e-5, rtol=1e-5)
-    else:  # PML's constant zero: ours must still be differentiable, with a zero gradient
-        assert torch.count_nonzero(grad_of(ours, x)) == 0
+from tests.reference_losses import (
+    CASES,
+    DISTANCES,
+    assert_same,
+    grad_of,
+    make_batch,
+    pml_distance,
+    triplet_reference,
+)
 
 
 @pytest.mark.parametrize("case", CASES)

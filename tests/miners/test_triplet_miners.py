@@ -1,15 +1,17 @@
 import pytest
 import pytorch_metric_learning.miners as pml_miners
 import torch
-from reference_losses import CASES, DISTANCES, make_batch, pml_distance
 
 from dml.distances import References
 from dml.miners.all_triplets import AllTripletsMiner
 from dml.miners.base import Miner
 from dml.miners.batch_hard import BatchHardMiner
+from dml.miners.distance_weighted import DistanceWeightedMiner
+from dml.miners.easy import EasyMiner
 from dml.miners.random_triplets import RandomTripletMiner
 from dml.miners.semihard import SemiHardMiner
 from dml.tuples import Triplets, TripletSelection
+from tests.reference_losses import CASES, DISTANCES, make_batch, pml_distance
 
 
 def assert_valid_triplets(mined, labels: torch.Tensor, ref_labels: torch.Tensor | None = None):
@@ -27,6 +29,8 @@ MINERS = {
     "hard": lambda d: BatchHardMiner(d),
     "semihard": lambda d: SemiHardMiner(0.3, d),
     "random": lambda d: RandomTripletMiner(3, d),
+    "easy": lambda d: EasyMiner(0.3, d),
+    "distance_weighted": lambda d: DistanceWeightedMiner(0.5, 1.4),
 }
 
 
@@ -92,6 +96,19 @@ def test_semihard_rule_holds_on_every_triplet() -> None:
     d = torch.cdist(x, x).detach()
     assert len(a) > 0
     assert (d[a, p] < d[a, n]).all() and (d[a, n] <= d[a, p] + 0.5 + 1e-12).all()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("distance", sorted(DISTANCES))
+def test_easy_equals_pml(case: str, distance: str) -> None:
+    x, labels = make_batch(case)
+    margin = 0.2 if distance == "cosine" else 0.8
+    ours = EasyMiner(margin, DISTANCES[distance]())(x, labels)
+    theirs = pml_miners.TripletMarginMiner(margin, "easy", distance=pml_distance(distance))(
+        x, labels
+    )
+    for mine, pml in zip(ours, theirs, strict=True):
+        assert torch.equal(mine, pml)
 
 
 @pytest.mark.parametrize("case", CASES)
