@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from dml.curves import pair_distance_stats
 from dml.errors import DmlError
+from dml.health import CollapseDetector
 from dml.losses.base import EmbeddingLoss
 from dml.metrics import clustering_metrics, retrieval_metrics
 from dml.resume import restore_rng_state, rng_state
@@ -53,6 +54,11 @@ class EmbeddingModule(pl.LightningModule):
         self._eval_batches: list[tuple[Tensor, Tensor]] = []
         self._epoch_sums = torch.zeros(5, dtype=torch.float64)
         self._warned_empty = False
+        self._last_train_loss: float | None = None
+        margin = getattr(loss, "margin", None)
+        self.collapse = CollapseDetector(
+            margin=float(margin) if isinstance(margin, float | int) else None
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.embed(self.backbone(x))
@@ -105,6 +111,7 @@ class EmbeddingModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         loss_sum, tuples, active, norm_sum, steps = self._epoch_sums.tolist()
         steps = max(steps, 1.0)
+        self._last_train_loss = loss_sum / steps
         self.log_dict(
             {
                 "train/loss": loss_sum / steps,
@@ -147,7 +154,21 @@ class EmbeddingModule(pl.LightningModule):
             metrics.update(clustering_metrics(embeddings, labels))
         logged = {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
         logged["epoch"] = float(self.completed_epochs())
+        if prefix == "val" and self.completed_epochs() > 0:
+            self._check_collapse(metrics["dist_pos_mean"], metrics["dist_neg_mean"], logged)
         self.log_dict(logged)
+
+    def _check_collapse(self, pos: float, neg: float, logged: dict[str, float]) -> None:
+        """Warn once, in the console and in W&B (``health/collapse`` and a summary note)."""
+        warning = self.collapse.update(pos, neg, self._last_train_loss)
+        logged["health/collapse"] = float(self.collapse.warned)
+        if warning is None:
+            return
+        rank_zero_warn(warning)
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "summary"):
+                experiment.summary["health/warning"] = warning
 
     def configure_optimizers(self) -> Any:
         groups: list[dict[str, Any]] = [{"params": list(self.backbone.parameters())}]

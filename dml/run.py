@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from dml.config_checks import check_config
 from dml.datamodule import EmbeddingDataModule
 from dml.errors import DmlError
 from dml.history import EpochHistoryLogger
@@ -220,6 +221,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float]:
     """Train, validate every epoch (and once before training), test; return final metrics."""
+    check_config(cfg)
     run_dir = resolve_run_dir(run_dir)
     check_writable(run_dir)
     ckpt_path = resume_checkpoint(cfg, run_dir)
