@@ -208,7 +208,7 @@ def project_2d(
     if method == "umap" or (method == "auto" and umap_available()):
         import umap
 
-        reducer = umap.UMAP(n_components=2, random_state=seed)
+        reducer = umap.UMAP(n_components=2, random_state=seed, n_jobs=1)
         return np.asarray(reducer.fit_transform(emb)), "UMAP"
     centred = emb - emb.mean(0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)
