@@ -16,6 +16,7 @@ from dml.curves import pair_distance_stats
 from dml.errors import DmlError
 from dml.health import CollapseDetector
 from dml.losses.base import EmbeddingLoss
+from dml.memory import CrossBatchMemory
 from dml.metrics import clustering_metrics, retrieval_metrics
 from dml.resume import restore_rng_state, rng_state
 
@@ -41,11 +42,13 @@ class EmbeddingModule(pl.LightningModule):
         normalize: bool = True,
         k_values: Sequence[int] = (1, 2, 4, 8),
         run_config: dict[str, Any] | None = None,
+        memory: CrossBatchMemory | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.loss_fn = loss
         self.miner = miner
+        self.memory = memory
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
         self.normalize = normalize
@@ -74,14 +77,25 @@ class EmbeddingModule(pl.LightningModule):
         return epoch + 1 if fitting_now else epoch
 
     def compute_loss(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, int, int]:
-        """The loss with its tuple counts; PML losses (no ``compute``) report zero tuples."""
-        mined = self.miner(embeddings, labels) if self.miner is not None else None
-        if isinstance(self.loss_fn, EmbeddingLoss):
+        """The loss with its tuple counts; PML losses (no ``compute``) count mined tuples.
+
+        With a cross-batch memory the miner and loss also compare the batch with the stored
+        embeddings; the batch is enqueued only after the loss, so it never meets itself.
+        """
+        if self.memory is None:
+            mined = self.miner(embeddings, labels) if self.miner is not None else None
+            if not isinstance(self.loss_fn, EmbeddingLoss):
+                value = self.loss_fn(embeddings, labels, mined)
+                count = len(mined[0]) if mined is not None else 0
+                return value, count, count
             out = self.loss_fn.compute(embeddings, labels, mined)
             return out.loss, out.num_tuples, out.num_active
-        value = self.loss_fn(embeddings, labels, mined)
-        count = len(mined[0]) if mined is not None else 0
-        return value, count, count
+        refs = self.memory.references()
+        mined = self.miner(embeddings, labels, refs) if self.miner is not None else None
+        out = self.loss_fn.compute(embeddings, labels, mined, refs)
+        gathered = self.all_gather(embeddings.detach()).reshape(-1, embeddings.shape[1])
+        self.memory.enqueue(gathered, self.all_gather(labels).reshape(-1))
+        return out.loss, out.num_tuples, out.num_active
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, labels = batch

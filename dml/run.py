@@ -24,6 +24,7 @@ from dml.config_checks import check_config
 from dml.datamodule import EmbeddingDataModule
 from dml.errors import DmlError
 from dml.history import EpochHistoryLogger
+from dml.losses.compat import check_compatible
 from dml.module import EmbeddingModule
 from dml.report import print_metrics_table
 from dml.resume import (
@@ -67,11 +68,13 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
     backbone = build(cfg.backbone)
     loss = build(cfg.loss)
     miner = build(cfg.miner)
-    check_loss_and_miner(loss, miner)
+    memory = build(cfg.get("memory"))
+    check_compatible(loss, miner, memory, cfg.data.samples_per_class)
     return EmbeddingModule(
         backbone=backbone,
         loss=loss,
         miner=miner,
+        memory=memory,
         optimizer=build(cfg.optimizer),
         scheduler=build(cfg.scheduler),
         normalize=cfg.normalize_embeddings,

@@ -17,6 +17,7 @@ COMPONENT_GROUPS = [
     "backbone",
     "loss",
     "miner",
+    "memory",
     "dataset",
     "optimizer",
     "scheduler",
@@ -42,7 +43,13 @@ def test_spine_options_exist() -> None:
 def test_every_option_instantiates(
     compose_cfg: Callable[..., DictConfig], group: str, option: str, tmp_path
 ) -> None:
-    cfg = compose_cfg(f"{group}={option}")
+    # ImageNet networks need RGB inputs; no pretrained weights can be downloaded here.
+    extra = (
+        ["backbone.input_shape=[3,64,64]", "backbone.weights=null"]
+        if option.startswith("resnet")
+        else []
+    )
+    cfg = compose_cfg(f"{group}={option}", *extra)
     node = cfg[group]
     param = torch.nn.Parameter(torch.zeros(1))
     if group == "logger":
