@@ -256,13 +256,18 @@ def projection_figure(
 
 
 def distinct_colors(count: int) -> list[Any]:
-    """Qualitative colours, first ones first, while they stay distinguishable; a ramp beyond."""
+    """Qualitative colours while they stay distinguishable, a ramp beyond.
+
+    tab20 comes in dark/light pairs of one hue; taking the ten dark ones first keeps
+    neighbouring runs (which a sweep often makes similar) in different hues.
+    """
     from matplotlib import colormaps
 
     if count <= 10:
         return list(colormaps["tab10"].colors[:count])
     if count <= 20:
-        return list(colormaps["tab20"].colors[:count])
+        paired = colormaps["tab20"].colors
+        return list(paired[0::2] + paired[1::2])[:count]
     return [colormaps["viridis"](i / (count - 1)) for i in range(count)]
 
 
