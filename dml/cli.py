@@ -20,6 +20,7 @@ commands:
   train    train a model; `dml train --help` lists the config groups and options,
            `dml train --cfg job` prints the composed config, `-m` runs a sweep
   eval     evaluate a checkpoint: dml eval ckpt_path=PATH [dataset=...]
+  embed    write embeddings: dml embed ckpt_path=PATH out=emb.npz [split=test]
   compare  a table, CSV, Markdown and plots of runs: dml compare MULTIRUN_DIR | RUN_DIR...
 
 examples:
@@ -88,6 +89,14 @@ def eval_command(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="embed")
+@report_errors
+def embed_command(cfg: DictConfig) -> None:
+    from dml.run import embed
+
+    embed(cfg)
+
+
 def compare_command() -> None:
     from dml.compare import main as compare_main
 
@@ -97,6 +106,7 @@ def compare_command() -> None:
 COMMANDS: dict[str, Callable[[], Any]] = {
     "train": train_command,
     "eval": eval_command,
+    "embed": embed_command,
     "compare": compare_command,
 }
 

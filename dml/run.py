@@ -282,17 +282,48 @@ def checkpoint_config(cfg: DictConfig, stored: dict[str, Any]) -> DictConfig:
     return merged
 
 
-def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float]:
-    """Test a checkpoint; writes metrics.json in this run's directory."""
+def load_trained(cfg: DictConfig) -> tuple[DictConfig, EmbeddingModule, EmbeddingDataModule]:
+    """The checkpoint's config (with this command line's overrides), model and data."""
     from dml.checkpoints import load_checkpoint, load_weights
 
-    run_dir = resolve_run_dir(run_dir)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     config = checkpoint_config(cfg, checkpoint["dml_config"])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = build_module(config)
     load_weights(module, checkpoint["state_dict"], cfg.ckpt_path)
-    datamodule = build_datamodule(config)
+    return config, module, build_datamodule(config)
+
+
+def embed(cfg: DictConfig) -> Path:
+    """Write ``embeddings``, ``labels`` and ``ids`` (indices into the split) of a split."""
+    import numpy as np
+
+    splits = ("train", "val", "test")
+    if cfg.split not in splits:
+        raise DmlError(f"split={cfg.split!r} is not one of {', '.join(splits)}")
+    _, module, datamodule = load_trained(cfg)
+    dataset = getattr(datamodule.splits, cfg.split)
+    module.eval()
+    chunks = []
+    with torch.no_grad():
+        for x, _ in datamodule._eval_loader(dataset):
+            chunks.append(module(x))
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        out,
+        embeddings=torch.cat(chunks).numpy(),
+        labels=dataset.labels.numpy(),
+        ids=np.arange(len(dataset)),
+    )
+    log.info("wrote %d %s embeddings to %s", len(dataset), cfg.split, out)
+    return out
+
+
+def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float]:
+    """Test a checkpoint; writes metrics.json in this run's directory."""
+    run_dir = resolve_run_dir(run_dir)
+    config, module, datamodule = load_trained(cfg)
     history = EpochHistoryLogger(run_dir / "metrics.csv")
     trainer = build(
         config.trainer,

@@ -162,3 +162,35 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> Non
     summary, _ = read_wandb_run(tmp_path / "run")
     assert summary["exit_code"] == 130
     assert summary["summary"]["status"] == "interrupted"
+
+
+def test_eval_and_embed_a_trained_checkpoint(tmp_path: Path) -> None:
+    import numpy as np
+
+    trained = dml("train", *QUICK, "logger=none", "hydra.run.dir=run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    evaluated = dml("eval", f"ckpt_path={ckpt}", "logger=none", "hydra.run.dir=eval", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    train_metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    eval_metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert eval_metrics["test/map_at_r"] == train_metrics["test/map_at_r"]
+
+    embedded = dml(
+        "embed",
+        f"ckpt_path={ckpt}",
+        "out=emb.npz",
+        "split=val",
+        "logger=none",
+        "hydra.run.dir=embed",
+        cwd=tmp_path,
+    )
+    assert embedded.returncode == 0, embedded.stderr[-2000:]
+    data = np.load(tmp_path / "emb.npz")
+    assert data["embeddings"].shape == (len(data["labels"]), 64)
+    assert np.allclose(np.linalg.norm(data["embeddings"], axis=1), 1.0, atol=1e-5)
+    assert data["ids"].tolist() == list(range(len(data["labels"])))
+
+    missing = dml("eval", "ckpt_path=nope.ckpt", "hydra.run.dir=eval2", cwd=tmp_path)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "error: checkpoint nope.ckpt does not exist" in missing.stderr
