@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import wandb
 import yaml
 
 from dml.compare import main, write_failure_marker
+from tests.conftest import subprocess_env
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMMON = ["dataset=digits", "backbone=mlp"]
@@ -159,3 +162,23 @@ def test_a_directory_without_runs_is_an_error(
     err = capsys.readouterr().err
     assert err.startswith(f"error: {target}")
     assert not (tmp_path / "nothing" / "compare.csv").exists()
+
+
+def test_dml_compare_console_script(sweep: Path) -> None:
+    env = {**subprocess_env(), "COLUMNS": "250"}
+    command = [str(Path(sys.executable).parent / "dml"), "compare"]
+    result = subprocess.run(
+        [*command, str(sweep), "--sort", "test/map_at_r"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Sorted by test/map_at_r, highest first." in result.stdout
+    assert [r["run"] for r in read_rows(sweep / "compare.csv")] == ["0", "1", "2", "10"]
+    missing = subprocess.run(
+        [*command, str(sweep / "nope")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(f"error: {sweep / 'nope'}: no such directory")
