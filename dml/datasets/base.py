@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dml.errors import DmlError
+
+if TYPE_CHECKING:
+    from dml.transforms import TransformPair
 
 SPLITS = ("samples", "classes")
 
@@ -40,7 +44,9 @@ class TensorLabeledDataset(LabeledDataset):
         transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if len(features) != len(labels):
-            raise DmlError(f"{len(features)} feature rows but {len(labels)} labels; they must match")
+            raise DmlError(
+                f"{len(features)} feature rows but {len(labels)} labels; they must match"
+            )
         self.features = features
         self.labels = labels.long()
         self.transform = transform
@@ -54,9 +60,24 @@ class TensorLabeledDataset(LabeledDataset):
 
 @dataclass
 class DataSplits:
+    """The three splits; ``query`` and ``gallery`` only where the benchmark defines them.
+
+    In-Shop is evaluated by retrieving each query image among a separate gallery. Its
+    source sets both, and ``test`` is then their union, so code that only knows the
+    query-equals-reference protocol still has a test set to evaluate.
+    """
+
     train: LabeledDataset
     val: LabeledDataset
     test: LabeledDataset
+    query: LabeledDataset | None = None
+    gallery: LabeledDataset | None = None
+
+    def __post_init__(self) -> None:
+        if (self.query is None) != (self.gallery is None):
+            raise DmlError(
+                "a dataset source set only one of query and gallery; set both or neither"
+            )
 
 
 class DatasetSource(ABC):
@@ -74,6 +95,9 @@ class ArraySource(DatasetSource):
     every split). ``split="classes"`` is the DML protocol: the first ``train_classes`` classes
     (in sorted order) train, with a stratified ``val_fraction`` of them held out for
     validation, and the remaining classes form the test set, never seen in training.
+
+    ``transform`` (e.g. :class:`dml.transforms.SmallImageTransforms`) augments the training
+    split item by item and normalises every split; without it items are returned as stored.
     """
 
     def __init__(
@@ -85,6 +109,7 @@ class ArraySource(DatasetSource):
         test_fraction: float = 0.2,
         train_classes: int | None = None,
         seed: int = 0,
+        transform: TransformPair | None = None,
     ) -> None:
         if split not in SPLITS:
             raise DmlError(f"dataset.split={split!r} is not one of {SPLITS}")
@@ -103,6 +128,7 @@ class ArraySource(DatasetSource):
         self.test_fraction = test_fraction
         self.train_classes = train_classes
         self.seed = seed
+        self.transform = transform
 
     @abstractmethod
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -113,33 +139,93 @@ class ArraySource(DatasetSource):
         x = torch.as_tensor(features, dtype=torch.float32).reshape(-1, *self.input_shape)
         y = torch.as_tensor(labels, dtype=torch.long)
         train_idx, val_idx, test_idx = self.split_indices(labels)
+        train_tf = self.transform.train_transform() if self.transform is not None else None
+        eval_tf = self.transform.eval_transform() if self.transform is not None else None
         return DataSplits(
-            train=TensorLabeledDataset(x[train_idx], y[train_idx]),
-            val=TensorLabeledDataset(x[val_idx], y[val_idx]),
-            test=TensorLabeledDataset(x[test_idx], y[test_idx]),
+            train=TensorLabeledDataset(x[train_idx], y[train_idx], train_tf),
+            val=TensorLabeledDataset(x[val_idx], y[val_idx], eval_tf),
+            test=TensorLabeledDataset(x[test_idx], y[test_idx], eval_tf),
         )
 
     def split_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(self.seed)
+        return split_indices(
+            labels,
+            self.split,
+            self.val_fraction,
+            self.test_fraction,
+            self.train_classes,
+            np.random.default_rng(self.seed),
+        )
+
+
+def split_indices(
+    labels: np.ndarray,
+    split: str,
+    val_fraction: float,
+    test_fraction: float,
+    train_classes: int | None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, val and test indices under ``split`` (see :class:`ArraySource`).
+
+    Shared by every source that has no split of its own (in-memory arrays, image folders),
+    so ``split=classes`` means the same thing for all of them.
+    """
+    classes = np.unique(labels)
+    if split == "samples":
+        held = stratified_take(labels, val_fraction + test_fraction, rng)
+        rest = np.setdiff1d(np.arange(len(labels)), held)
+        share = val_fraction / (val_fraction + test_fraction)
+        val = held[stratified_take(labels[held], share, rng)]
+        test = np.setdiff1d(held, val)
+        return rng.permutation(rest), val, test
+    n_train = train_classes if train_classes is not None else len(classes) // 2
+    if not 0 < n_train < len(classes):
+        raise DmlError(
+            f"dataset.train_classes={n_train} must lie between 1 and {len(classes) - 1} "
+            f"(the data has {len(classes)} classes)"
+        )
+    seen = np.isin(labels, classes[:n_train])
+    seen_idx = np.flatnonzero(seen)
+    val = seen_idx[stratified_take(labels[seen_idx], val_fraction, rng)]
+    train = np.setdiff1d(seen_idx, val)
+    return rng.permutation(train), val, np.flatnonzero(~seen)
+
+
+VAL_SPLITS = ("classes", "samples")
+
+
+def hold_out_val(
+    labels: np.ndarray, val_split: str, val_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and val indices carved out of a benchmark's fixed training set.
+
+    ``val_split=classes`` holds out whole training classes, so validation measures what
+    the benchmark's test measures, retrieval among classes never trained on, and the
+    best checkpoint is the one that generalises. ``samples`` holds out a stratified
+    fraction of every class's images (classes with a single image stay in training).
+    """
+    if val_split not in VAL_SPLITS:
+        raise DmlError(f"dataset.val_split={val_split!r} is not one of {VAL_SPLITS}")
+    if not 0 < val_fraction < 1:
+        raise DmlError(f"dataset.val_fraction={val_fraction} must lie strictly between 0 and 1")
+    if val_split == "classes":
         classes = np.unique(labels)
-        if self.split == "samples":
-            held = stratified_take(labels, self.val_fraction + self.test_fraction, rng)
-            rest = np.setdiff1d(np.arange(len(labels)), held)
-            share = self.val_fraction / (self.val_fraction + self.test_fraction)
-            val = held[stratified_take(labels[held], share, rng)]
-            test = np.setdiff1d(held, val)
-            return rng.permutation(rest), val, test
-        n_train = self.train_classes if self.train_classes is not None else len(classes) // 2
-        if not 0 < n_train < len(classes):
+        count = max(1, round(val_fraction * len(classes)))
+        if count >= len(classes):
             raise DmlError(
-                f"dataset.train_classes={n_train} must lie between 1 and {len(classes) - 1} "
-                f"(the data has {len(classes)} classes)"
+                f"dataset.val_fraction={val_fraction} of {len(classes)} training classes leaves "
+                "none to train on; lower it or set dataset.val_split=samples"
             )
-        seen = np.isin(labels, classes[:n_train])
-        seen_idx = np.flatnonzero(seen)
-        val = seen_idx[stratified_take(labels[seen_idx], self.val_fraction, rng)]
-        train = np.setdiff1d(seen_idx, val)
-        return rng.permutation(train), val, np.flatnonzero(~seen)
+        held = rng.choice(classes, size=count, replace=False)
+        is_val = np.isin(labels, held)
+    else:
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        multi = np.flatnonzero(counts[inverse] > 1)
+        is_val = np.zeros(len(labels), dtype=bool)
+        if len(multi):
+            is_val[multi[stratified_take(labels[multi], val_fraction, rng)]] = True
+    return rng.permutation(np.flatnonzero(~is_val)), np.flatnonzero(is_val)
 
 
 def stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,321 @@
+"""What every on-disk image benchmark shares: lazy loading, the corrupt-file check, and
+carving a validation set out of the benchmark's training classes.
+
+A subclass only knows its annotation format: it resolves its root folder and returns
+lists of image paths with class ids per partition (``train``, ``test``, and for In-Shop
+``query`` and ``gallery``). Everything else, including the errors, is here, so that every
+benchmark fails the same way on the same kind of bad input.
+
+Images are checked once, when the dataset loads, and cheaply: the file must exist, be
+non-empty, and open as an image (PIL reads the header only); a PNG must pass PIL's
+``verify`` (chunk checksums up to the end chunk), and a JPEG must end with its
+end-of-image marker, which a truncated download lacks. Full decoding waits until an
+image is first read, so loading 120k Stanford Online Products paths takes seconds, not
+minutes; damage the cheap check cannot see is reported, by path, at that first read.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from dml.datasets.base import DatasetSource, DataSplits, LabeledDataset, hold_out_val
+from dml.errors import DmlError
+from dml.transforms import ImageTransforms, Transform
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+# How far from the end of a JPEG file its end-of-image marker may sit; some cameras and
+# editors pad files with a few hundred bytes after it.
+_JPEG_TAIL_BYTES = 4096
+# Threads for the load-time check: the work is file I/O, which releases the GIL.
+_CHECK_THREADS = 8
+
+
+@dataclass
+class ImageList:
+    """Image files and their class ids, in annotation order."""
+
+    paths: list[Path]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.paths) != len(self.labels):
+            raise DmlError(f"{len(self.paths)} image paths but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> ImageList:
+        return ImageList([self.paths[i] for i in index], self.labels[np.asarray(index, int)])
+
+    @staticmethod
+    def concat(lists: Sequence[ImageList]) -> ImageList:
+        return ImageList(
+            [p for lst in lists for p in lst.paths],
+            np.concatenate([lst.labels for lst in lists]),
+        )
+
+
+class ImageListDataset(LabeledDataset):
+    """Decodes each image on access, so only the paths sit in memory (and in each worker)."""
+
+    def __init__(self, images: ImageList, transform: Transform | None = None) -> None:
+        self.paths = [str(p) for p in images.paths]
+        self.labels = torch.as_tensor(images.labels, dtype=torch.long)
+        self.transform = transform
+
+    def __getitem__(self, index: int) -> tuple[Tensor | Image.Image, Tensor]:
+        image = read_image(self.paths[index])
+        out = self.transform(image) if self.transform is not None else image
+        return out, self.labels[index]
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """The decoded RGB image; damage found only now is a DmlError naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DmlError(
+            f"cannot decode image {path}: {exc}; it passed the load-time check, so it is "
+            "damaged inside: replace or delete it"
+        ) from exc
+
+
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` is not an intact image file, or None if the cheap checks pass."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "file is missing"
+    if size == 0:
+        return "file is empty"
+    try:
+        with Image.open(path) as image:
+            kind = image.format
+            if kind == "PNG":
+                image.verify()
+    except Exception as exc:  # PIL signals damaged files with many exception types
+        return f"not a readable image ({type(exc).__name__}: {exc})"
+    if kind == "JPEG" and not _jpeg_has_end(path, size):
+        return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def _jpeg_has_end(path: Path, size: int) -> bool:
+    with path.open("rb") as f:
+        f.seek(max(0, size - _JPEG_TAIL_BYTES))
+        return b"\xff\xd9" in f.read()
+
+
+class ImageSource(DatasetSource):
+    """An image benchmark read from ``data_dir``; subclasses parse its annotation files.
+
+    The benchmark fixes which classes train and which test. Validation is carved out of
+    the training partition (see :func:`dml.datasets.base.hold_out_val`): by default whole
+    classes (``val_split=classes``), so that validation retrieval, like the test, runs on
+    classes the model never trained on.
+    """
+
+    #: The on-disk layout, in one line, for error messages.
+    layout: ClassVar[str]
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        input_shape: Sequence[int],
+        num_classes: int | None,
+        transform: ImageTransforms | None = None,
+        val_split: str = "classes",
+        val_fraction: float = 0.1,
+        skip_corrupt: bool = False,
+        verify_images: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.transform = transform if transform is not None else ImageTransforms()
+        expected = [3, self.transform.crop_size, self.transform.crop_size]
+        if list(input_shape) != expected:
+            raise DmlError(
+                f"dataset.input_shape={list(input_shape)} but the transform yields {expected}; "
+                "set input_shape to [3, crop_size, crop_size]"
+            )
+        self.input_shape = expected
+        self.num_classes = num_classes
+        self.val_split = val_split
+        self.val_fraction = val_fraction
+        self.skip_corrupt = skip_corrupt
+        self.verify_images = verify_images
+        self.seed = seed
+
+    @abstractmethod
+    def read(self, root: Path) -> dict[str, ImageList]:
+        """The benchmark's partitions, parsed from its annotation files under ``root``."""
+
+    def find_root(self) -> Path:
+        """The folder that holds the annotations; subclasses accept a parent folder too."""
+        return self.require_dir(self.data_dir)
+
+    def require_dir(self, path: Path) -> Path:
+        if not path.is_dir():
+            raise DmlError(
+                f"dataset.data_dir={path} does not exist or is not a folder; expected {self.layout}"
+            )
+        return path
+
+    def require_file(self, path: Path) -> Path:
+        if not path.is_file():
+            raise DmlError(f"annotation file {path} is missing; expected {self.layout}")
+        return path
+
+    def load(self) -> DataSplits:
+        root = self.find_root()
+        partitions = self.read(root)
+        found = len(np.unique(np.concatenate([p.labels for p in partitions.values()])))
+        if self.num_classes is not None and found != self.num_classes:
+            raise DmlError(
+                f"{root} holds {found} classes but dataset.num_classes={self.num_classes}; "
+                f"point dataset.data_dir at the full dataset ({self.layout}) or set num_classes"
+            )
+        checked = {name: self.checked(images, name) for name, images in partitions.items()}
+        return self.split(checked)
+
+    def split(self, partitions: dict[str, ImageList]) -> DataSplits:
+        """Train and val from the training partition; the test partition as it is."""
+        train = partitions["train"]
+        rng = np.random.default_rng(self.seed)
+        train_idx, val_idx = hold_out_val(train.labels, self.val_split, self.val_fraction, rng)
+        train_tf = self.transform.train_transform()
+        eval_tf = self.transform.eval_transform()
+        query = gallery = None
+        if "query" in partitions:
+            query = ImageListDataset(partitions["query"], eval_tf)
+            gallery = ImageListDataset(partitions["gallery"], eval_tf)
+            test = ImageList.concat([partitions["query"], partitions["gallery"]])
+        else:
+            test = partitions["test"]
+        log.info(
+            "%s: %d train, %d val, %d test images",
+            type(self).__name__,
+            len(train_idx),
+            len(val_idx),
+            len(test),
+        )
+        return DataSplits(
+            train=ImageListDataset(train.subset(train_idx), train_tf),
+            val=ImageListDataset(train.subset(val_idx), eval_tf),
+            test=ImageListDataset(test, eval_tf),
+            query=query,
+            gallery=gallery,
+        )
+
+    def checked(self, images: ImageList, partition: str) -> ImageList:
+        """``images`` less the unreadable ones when skipping them; otherwise fail on the first."""
+        if len(images) == 0:
+            raise DmlError(
+                f"the {partition} partition under {self.data_dir} lists no images; "
+                f"expected {self.layout}"
+            )
+        if not self.verify_images:
+            return images
+        with ThreadPoolExecutor(_CHECK_THREADS) as pool:
+            problems = list(pool.map(image_problem, images.paths))
+        bad = [i for i, problem in enumerate(problems) if problem is not None]
+        if not bad:
+            return images
+        first = images.paths[bad[0]]
+        if not self.skip_corrupt:
+            raise DmlError(
+                f"image {first}: {problems[bad[0]]} ({len(bad)} unreadable in the {partition} "
+                f"partition); expected {self.layout}; set dataset.skip_corrupt=true to skip them"
+            )
+        log.warning(
+            "skipped %d unreadable images of the %s partition (dataset.skip_corrupt=true); "
+            "first: %s: %s",
+            len(bad),
+            partition,
+            first,
+            problems[bad[0]],
+        )
+        keep = np.setdiff1d(np.arange(len(images)), bad)
+        if len(keep) == 0:
+            raise DmlError(f"every image of the {partition} partition is unreadable, e.g. {first}")
+        return images.subset(keep)
+
+
+def require_classes(
+    images: ImageList, expected: dict[int, str], annotation: Path, class_list: Path
+) -> None:
+    """Fail on the first listed class without images: it would silently shrink the benchmark."""
+    present = set(np.unique(images.labels).tolist())
+    for class_id, name in sorted(expected.items()):
+        if class_id not in present:
+            raise DmlError(
+                f"class {class_id} ({name}) listed in {class_list} has no images in "
+                f"{annotation}; every class needs at least one image"
+            )
+    unknown = present - set(expected)
+    if unknown:
+        raise DmlError(f"{annotation} uses class {min(unknown)}, which {class_list} does not list")
+
+
+class ClassRangeSource(ImageSource):
+    """The CUB and Cars protocol: class ids up to ``train_classes`` train, the rest test."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        input_shape: Sequence[int],
+        num_classes: int,
+        train_classes: int,
+        transform: ImageTransforms | None = None,
+        val_split: str = "classes",
+        val_fraction: float = 0.1,
+        skip_corrupt: bool = False,
+        verify_images: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            data_dir,
+            input_shape,
+            num_classes,
+            transform,
+            val_split,
+            val_fraction,
+            skip_corrupt,
+            verify_images,
+            seed,
+        )
+        if not 0 < train_classes < num_classes:
+            raise DmlError(
+                f"dataset.train_classes={train_classes} must lie between 1 and "
+                f"{num_classes - 1}: class ids up to it train, the others test"
+            )
+        self.train_classes = train_classes
+
+    @abstractmethod
+    def read_all(self, root: Path) -> ImageList:
+        """Every image of the benchmark, labelled with its 1-based class id."""
+
+    def read(self, root: Path) -> dict[str, ImageList]:
+        images = self.read_all(root)
+        is_train = images.labels <= self.train_classes
+        return {
+            "train": images.subset(np.flatnonzero(is_train)),
+            "test": images.subset(np.flatnonzero(~is_train)),
+        }

@@ -1,0 +1,167 @@
+"""Input transforms: the DML-standard crops for photographs, and light augmentation for
+small in-memory images.
+
+A dataset config holds one ``transform`` node; the source asks it for the training
+transform (random) and the evaluation transform (deterministic), so the two can never
+drift apart in size or normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+
+from dml.errors import DmlError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Transform = Callable[[Any], Tensor]
+
+
+class TransformPair(Protocol):
+    """What a source needs: one transform for training batches, one for evaluation."""
+
+    def train_transform(self) -> Transform: ...
+
+    def eval_transform(self) -> Transform: ...
+
+
+def _floats(name: str, values: Sequence[float], length: int | None = None) -> tuple[float, ...]:
+    out = tuple(float(v) for v in values)
+    if length is not None and len(out) != length:
+        raise DmlError(f"dataset.transform.{name}={list(out)} must have {length} numbers")
+    return out
+
+
+def _check_normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    if len(mean) != len(std):
+        raise DmlError(
+            f"dataset.transform.mean has {len(mean)} channels but std has {len(std)}; "
+            "give one value per channel in each"
+        )
+    if any(s <= 0 for s in std):
+        raise DmlError(f"dataset.transform.std={list(std)} must be positive")
+
+
+class ImageTransforms:
+    """PIL images to normalised tensors, as nearly every DML paper since 2016 does it.
+
+    Training takes a random resized crop and a horizontal flip; evaluation resizes the
+    short side to ``resize_size`` and takes the centre ``crop_size`` square, so train and
+    eval inputs have the same size. Images are converted to RGB first, because the
+    benchmarks mix greyscale and CMYK files among RGB ones.
+    """
+
+    def __init__(
+        self,
+        crop_size: int = 224,
+        resize_size: int = 256,
+        crop_scale: Sequence[float] = (0.08, 1.0),
+        horizontal_flip: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        if crop_size < 1 or resize_size < crop_size:
+            raise DmlError(
+                f"dataset.transform.crop_size={crop_size} and resize_size={resize_size}: "
+                "need 1 <= crop_size <= resize_size"
+            )
+        self.crop_size = crop_size
+        self.resize_size = resize_size
+        self.crop_scale = _floats("crop_scale", crop_scale, 2)
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise DmlError(
+                f"dataset.transform.crop_scale={list(self.crop_scale)} must satisfy "
+                "0 < low <= high <= 1"
+            )
+        self.horizontal_flip = horizontal_flip
+        self.mean = _floats("mean", mean, 3)
+        self.std = _floats("std", std, 3)
+        _check_normalisation(self.mean, self.std)
+
+    def _to_tensor(self) -> list[Any]:
+        return [
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(self.mean, self.std),
+        ]
+
+    def train_transform(self) -> Transform:
+        steps: list[Any] = [
+            v2.RGB(),
+            v2.RandomResizedCrop(self.crop_size, scale=self.crop_scale, antialias=True),
+        ]
+        if self.horizontal_flip:
+            steps.append(v2.RandomHorizontalFlip())
+        return v2.Compose(steps + self._to_tensor())
+
+    def eval_transform(self) -> Transform:
+        return v2.Compose(
+            [
+                v2.RGB(),
+                v2.Resize(self.resize_size, antialias=True),
+                v2.CenterCrop(self.crop_size),
+                *self._to_tensor(),
+            ]
+        )
+
+
+class SmallImageTransforms:
+    """Augmentation for small images already held as [C, H, W] tensors in [0, 1] (MNIST).
+
+    Random crops would cut strokes off a 28×28 digit and flips change its meaning, so
+    training uses a small random affine warp (rotation, shift, scale) instead; it teaches
+    invariances that transfer to classes never trained on. Evaluation only normalises.
+    The default mean 0 and std 1 leave pixel values as they are.
+    """
+
+    def __init__(
+        self,
+        augment: bool = True,
+        degrees: float = 10.0,
+        translate: float = 0.1,
+        scale: Sequence[float] = (0.9, 1.1),
+        mean: Sequence[float] = (0.0,),
+        std: Sequence[float] = (1.0,),
+    ) -> None:
+        if degrees < 0 or not 0 <= translate < 1:
+            raise DmlError(
+                f"dataset.transform.degrees={degrees} and translate={translate}: "
+                "need degrees >= 0 and 0 <= translate < 1"
+            )
+        self.augment = augment
+        self.degrees = float(degrees)
+        self.translate = float(translate)
+        self.scale = _floats("scale", scale, 2)
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise DmlError(
+                f"dataset.transform.scale={list(self.scale)} must satisfy 0 < low <= high"
+            )
+        self.mean = _floats("mean", mean)
+        self.std = _floats("std", std)
+        _check_normalisation(self.mean, self.std)
+
+    def train_transform(self) -> Transform:
+        steps: list[Any] = []
+        if self.augment:
+            steps.append(
+                v2.RandomAffine(
+                    degrees=self.degrees,
+                    translate=(self.translate, self.translate),
+                    scale=self.scale,
+                )
+            )
+        return v2.Compose([*steps, *self._normalise()])
+
+    def eval_transform(self) -> Transform:
+        return v2.Compose(self._normalise())
+
+    def _normalise(self) -> list[Any]:
+        if all(m == 0 for m in self.mean) and all(s == 1 for s in self.std):
+            return [v2.Identity()]
+        return [v2.Normalize(self.mean, self.std)]
