@@ -105,56 +105,82 @@ def _matches(top_keys: Tensor, ref_labels: Tensor, labels: Tensor) -> Tensor:
     return (top_keys != _PAD) & (ref_labels[ref_index] == labels.unsqueeze(1))
 
 
-def _padded(x: Tensor, multiple: int) -> Tensor:
-    rows = -len(x) % multiple
-    return torch.cat([x, x.new_zeros((rows, *x.shape[1:]))]) if rows else x
+def _padded(x: Tensor, length: int, fill: float) -> Tensor:
+    extra = length - len(x)
+    return torch.cat([x, x.new_full((extra, *x.shape[1:]), fill)]) if extra else x
+
+
+def _flat_nonzero(mask: Tensor) -> Tensor:
+    """Flat indices of True in a contiguous bool tensor whose size is a multiple of 8.
+
+    Few entries are True, so scanning it as int64 words, then only the words holding a
+    True, reads it about 8 times faster than nonzero() on the bools themselves."""
+    words = mask.view(torch.int64).view(-1).nonzero().squeeze(1)
+    word, bit = mask.view(-1, 8)[words].nonzero(as_tuple=True)
+    return words[word] * 8 + bit
 
 
 class _TiledSearch:
     """The torch backend. Rows are queries and columns references, each in its own order:
-    the references are shuffled once, so any slice of them is a random sample.
+    the references are shuffled once, so their first columns are a random sample.
 
-    Every distance comes from a matmul of one fixed shape (tile × dim × tile, zero-padded
-    at the edges): BLAS picks its kernel, hence its rounding, by shape, and two copies of
-    a point must get bitwise equal distances to tie exactly wherever they sit."""
+    Every distance comes from a matmul of one fixed shape (tile × dim × tile): BLAS picks
+    its kernel, hence its rounding, by shape, and copies of a point must get bitwise equal
+    distances to tie exactly wherever they sit. So both sides are padded to whole tiles;
+    padding has infinite norm, hence infinite distance, and thresholds stay finite, so
+    padding is never a candidate. Tile-sized work buffers are allocated once: a fresh
+    allocation per tile costs page faults comparable to the comparison itself."""
 
     def __init__(self, p: Problem, tile: int) -> None:
         self.p = p
         n_rows, n_ref = len(p.query), len(p.reference)
         self.n_rows, self.n_ref = n_rows, n_ref
-        self.tile = min(tile, -(-max(n_rows, n_ref) // 16) * 16)
+        t = min(-(-tile // 16) * 16, -(-max(n_rows, n_ref) // 16) * 16)
+        self.tile = t
         device = p.query.device
         generator = torch.Generator().manual_seed(0)
         perm = torch.randperm(n_ref, generator=generator).to(device)
-        self.col_ids = perm
-        self.col_groups = None if p.reference_groups is None else p.reference_groups[perm]
+        ref_pad = -(-n_ref // t) * t
+        # Padding ids and groups (-1, -2) match no real item and no padding of the other side.
+        self.col_ids = _padded(perm, ref_pad, -1)
+        self.col_groups = None
+        if p.reference_groups is not None:
+            self.col_groups = _padded(p.reference_groups[perm], ref_pad, -1)
         col = p.reference[perm]
-        self.col_x = _padded(col, self.tile)
-        self.col_sq = _padded((col * col).sum(1), self.tile)
+        self.col_x = _padded(col, ref_pad, 0.0)
+        self.col_sq = _padded((col * col).sum(1), ref_pad, math.inf)
         # Query = reference: rows are the same shuffled items, so tile (i, j) is tile (j, i)ᵀ.
         if p.same_set:
-            self.row_ids, self.row_groups = perm, self.col_groups
-            self.row_labels, self.row_depth = p.reference_labels[perm], p.depth[perm]
+            self.row_ids, self.row_groups = self.col_ids, self.col_groups
+            self.row_labels = p.reference_labels[perm]
             self.row_x, self.row_sq = self.col_x, self.col_sq
+            depth = p.depth[perm]
         else:
-            self.row_ids = torch.arange(n_rows, device=device)
-            self.row_groups = p.query_groups
-            self.row_labels, self.row_depth = p.query_labels, p.depth
-            self.row_x = _padded(p.query, self.tile)
-            self.row_sq = _padded((p.query * p.query).sum(1), self.tile)
-        self.sample_tiles = min(SAMPLE_TILES, -(-n_ref // self.tile))
-        self.sample = min(n_ref, self.sample_tiles * self.tile)
+            row_pad = -(-n_rows // t) * t
+            self.row_ids = _padded(torch.arange(n_rows, device=device), row_pad, -2)
+            self.row_groups = None
+            if p.query_groups is not None:
+                self.row_groups = _padded(p.query_groups, row_pad, -2)
+            self.row_labels = p.query_labels
+            self.row_x = _padded(p.query, row_pad, 0.0)
+            self.row_sq = _padded((p.query * p.query).sum(1), row_pad, math.inf)
+            depth = p.depth
+        self.row_depth = _padded(depth, len(self.row_x), 0)
+        self.sample_tiles = min(SAMPLE_TILES, ref_pad // t)
+        self.sample = min(n_ref, self.sample_tiles * t)
         self.sample_k = self._sample_k(self.row_depth)
         self.capacity = self._capacity()
+        self.symmetric = (
+            p.same_set and len(self.row_x) * self.capacity * 8 <= SYMMETRIC_BUFFER_BYTES
+        )
+        self.work = torch.empty(t, t, device=device)
+        self.strip = torch.empty(t, self.sample_tiles * t, device=device)
+        self.mask = torch.empty(t * self.sample_tiles * t, dtype=torch.bool, device=device)
 
     def run(self) -> Iterator[RankedBlock]:
-        symmetric_bytes = self.n_rows * self.capacity * 8
-        symmetric = self.p.same_set and symmetric_bytes <= SYMMETRIC_BUFFER_BYTES
         if self.n_rows * self.n_ref >= LOG_ABOVE_PAIRS:
-            self._log_estimate(
-                symmetric, symmetric_bytes if symmetric else self.tile * self.capacity * 8
-            )
-        return self._symmetric() if symmetric else self._by_row_block()
+            self._log_estimate()
+        return self._symmetric() if self.symmetric else self._by_row_block()
 
     def _sample_k(self, depth: Tensor) -> Tensor:
         """Which order statistic of the sample to use as each row's threshold.
@@ -173,22 +199,23 @@ class _TiledSearch:
         wanted = expected * (1 + CAPACITY_Z / k.sqrt())
         return int(min(self.n_ref, math.ceil(float(wanted.max())) + 16))
 
-    def _log_estimate(self, symmetric: bool, buffer_bytes: int) -> None:
+    def _log_estimate(self) -> None:
         start = time.perf_counter()
         probe = self._tile(0, 0)
-        (probe <= probe[:, :1]).nonzero()
+        _flat_nonzero(torch.le(probe, probe[:, :1], out=self._mask(probe.shape)))
         if probe.is_cuda:
             torch.cuda.synchronize(probe.device)
         seconds_per_pair = (time.perf_counter() - start) / probe.numel()
-        pairs = self.n_rows * self.n_ref / (2 if symmetric else 1)
+        pairs = len(self.row_x) * len(self.col_x) / (2 if self.symmetric else 1)
+        rows = len(self.row_x) if self.symmetric else self.tile
         log.info(
             "Retrieval metrics for %d queries × %d references: about %.0f MiB of neighbour "
             "buffers and %.0f s (from one timed tile; %s distance matrix).",
             self.n_rows,
             self.n_ref,
-            buffer_bytes / 2**20,
+            rows * self.capacity * 8 / 2**20,
             pairs * seconds_per_pair,
-            "half of a symmetric" if symmetric else "the full",
+            "half of a symmetric" if self.symmetric else "the full",
         )
 
     # Distances
@@ -200,96 +227,117 @@ class _TiledSearch:
         out.addmm_(row_x, self.col_x[c0 : c0 + t].T, alpha=-2.0)
 
     def _tile(self, r0: int, c0: int) -> Tensor:
-        """Rows [r0, r0 + tile) × columns [c0, c0 + tile), cut to the real items."""
         t = self.tile
-        out = self.row_x.new_empty(t, t)
-        self._tile_into(out, self.row_x[r0 : r0 + t], self.row_sq[r0 : r0 + t], c0)
-        return out[: min(t, self.n_rows - r0), : min(t, self.n_ref - c0)]
+        self._tile_into(self.work, self.row_x[r0 : r0 + t], self.row_sq[r0 : r0 + t], c0)
+        return self.work
 
-    def _strip(self, r0: int, row_tiles: int, c0: int, col_tiles: int) -> Tensor:
+    def _sample_strip(self, r0: int) -> Tensor:
+        """Rows [r0, r0 + tile) against the sample columns, never-neighbours at infinity."""
         t = self.tile
-        out = self.row_x.new_empty(row_tiles * t, col_tiles * t)
-        for i in range(row_tiles):
-            rows = slice(r0 + i * t, r0 + (i + 1) * t)
-            for j in range(col_tiles):
-                view = out[i * t : (i + 1) * t, j * t : (j + 1) * t]
-                self._tile_into(view, self.row_x[rows], self.row_sq[rows], c0 + j * t)
-        return out[: min(row_tiles * t, self.n_rows - r0), : min(col_tiles * t, self.n_ref - c0)]
+        rows = slice(r0, r0 + t)
+        for j in range(self.sample_tiles):
+            out = self.strip[:, j * t : (j + 1) * t]
+            self._tile_into(out, self.row_x[rows], self.row_sq[rows], j * t)
+        cols = slice(0, self.sample_tiles * t)
+        self._exclude(self.strip, rows, cols, self_possible=not self.symmetric or r0 < self.sample)
+        return self.strip
+
+    def _mask(self, shape: torch.Size) -> Tensor:
+        return self.mask[: shape[0] * shape[1]].view(shape)
 
     # Thresholds and candidates
 
-    def _exclude(self, dist: Tensor, rows: Tensor | slice, cols: slice) -> None:
+    def _exclude(
+        self, dist: Tensor, rows: slice | Tensor, cols: slice, self_possible: bool
+    ) -> None:
         """Infinite distance for pairs that are never neighbours: a query and itself, and
         a query and its own group."""
-        if self.p.same_set:
+        if self.p.same_set and self_possible:
             same = self.row_ids[rows].unsqueeze(1) == self.col_ids[cols].unsqueeze(0)
             dist.masked_fill_(same, math.inf)
         if self.row_groups is not None and self.col_groups is not None:
             same = self.row_groups[rows].unsqueeze(1) == self.col_groups[cols].unsqueeze(0)
             dist.masked_fill_(same, math.inf)
 
-    def _thresholds(self, sample_dist: Tensor, rows: slice) -> Tensor:
-        k = self.sample_k[rows]
-        width = sample_dist.shape[1]
-        k_max = min(int(k.max()), width)
+    def _thresholds(self, sample_dist: Tensor, r0: int) -> Tensor:
+        """Each row's sampled threshold; finite, so infinite distances never pass it."""
+        k = self.sample_k[r0 : r0 + self.tile]
+        k_max = min(int(k.max()), self.sample)
         if k_max == 0:
             return sample_dist.new_full((len(k),), -math.inf)
         values = torch.topk(sample_dist, k_max, dim=1, largest=False, sorted=True).values
         picked = values.gather(1, (k.clamp(1, k_max) - 1).unsqueeze(1)).squeeze(1)
-        picked = torch.where(k > width, math.inf, picked)
+        everything = torch.finfo(picked.dtype).max
+        picked = torch.where((k > self.sample) | (picked == math.inf), everything, picked)
         return torch.where(k > 0, picked, -math.inf)
 
     def _collect(
-        self, buffer: _Buffer, row_start: int, dist: Tensor, threshold: Tensor, col_start: int
+        self,
+        buffer: _Buffer,
+        dist: Tensor,
+        r0: int,
+        threshold: Tensor,
+        c0: int,
+        transposed: bool = False,
+        self_possible: bool = False,
     ) -> None:
-        """Append every (row, column) of the tile at or below the row's threshold."""
-        rows, cols = (dist <= threshold.unsqueeze(1)).nonzero(as_tuple=True)
-        global_rows = rows + row_start
-        global_cols = cols + col_start
+        """Append every pair of the tile at or below its row's threshold to the buffer.
+
+        ``transposed``: the tile's columns are the rows being collected (query =
+        reference reads each tile twice); their hits come from a transposed view of the
+        mask, so they arrive grouped by row as the buffer needs."""
+        if transposed:
+            mask = torch.le(dist, threshold.unsqueeze(0), out=self._mask(dist.shape))
+            rows, cols = mask.T.nonzero(as_tuple=True)
+            values = dist[cols, rows]
+        else:
+            mask = torch.le(dist, threshold.unsqueeze(1), out=self._mask(dist.shape))
+            flat = _flat_nonzero(mask)
+            width = dist.shape[1]
+            rows, cols = flat // width, flat % width
+            values = dist.view(-1)[flat]
+        global_rows, global_cols = rows + r0, cols + c0
         keep = None
-        if self.p.same_set:
+        if self.p.same_set and self_possible:
             keep = self.row_ids[global_rows] != self.col_ids[global_cols]
         if self.row_groups is not None and self.col_groups is not None:
             other_group = self.row_groups[global_rows] != self.col_groups[global_cols]
             keep = other_group if keep is None else keep & other_group
         if keep is not None:
-            rows, cols, global_cols = rows[keep], cols[keep], global_cols[keep]
-        buffer.append(rows + row_start, global_cols, dist[rows, cols])
+            rows, global_cols, values = rows[keep], global_cols[keep], values[keep]
+        buffer.append(r0, rows, global_cols, values)
 
-    def _finish(self, buffer: _Buffer, start: int, stop: int) -> Iterator[RankedBlock]:
-        """Rank the buffered candidates of rows [start, stop); recompute the rows whose
-        threshold missed."""
-        depth = self.row_depth[start:stop]
-        count = buffer.count[start - buffer.offset : stop - buffer.offset]
+    def _finish(self, buffer: _Buffer, r0: int, missed: list[Tensor]) -> Iterator[RankedBlock]:
+        """Rank the buffered candidates of rows [r0, r0 + tile); set aside, in ``missed``,
+        the rows whose threshold let through too few or too many."""
+        depth = self.row_depth[r0 : r0 + self.tile]
+        count = buffer.count_of(r0, self.tile)
         wanted = depth > 0
         complete = wanted & (count >= depth) & (count <= buffer.capacity)
-        if bool(complete.any()):
-            local = complete.nonzero().squeeze(1)
-            slots = local + (start - buffer.offset)
-            dist, cols = buffer.dist[slots], buffer.cols[slots]
-            filled = torch.arange(buffer.capacity, device=dist.device) < count[local].unsqueeze(1)
-            ref_index = self.col_ids[torch.where(filled, cols, 0).long()]
-            keys = torch.where(filled, _keys(dist, ref_index), _PAD)
-            top = torch.topk(keys, int(depth[local].max()), dim=1, largest=False).values
-            rows = local + start
-            yield self.row_ids[rows], _matches(top, self.p.reference_labels, self.row_labels[rows])
-        missed = (wanted & ~complete).nonzero().squeeze(1) + start
-        if len(missed):
-            yield from self._exact(missed)
+        missed.append((wanted & ~complete).nonzero().squeeze(1) + r0)
+        if not bool(complete.any()):
+            return
+        local = complete.nonzero().squeeze(1)
+        width = int(count[local].max())
+        dist, cols = buffer.rows(r0 + local, width)
+        filled = torch.arange(width, device=dist.device) < count[local].unsqueeze(1)
+        ref_index = self.col_ids[torch.where(filled, cols, 0).long()]
+        keys = torch.where(filled, _keys(dist, ref_index), _PAD)
+        top = torch.topk(keys, int(depth[local].max()), dim=1, largest=False).values
+        rows = local + r0
+        yield self.row_ids[rows], _matches(top, self.p.reference_labels, self.row_labels[rows])
 
     def _exact(self, rows: Tensor) -> Iterator[RankedBlock]:
         """Whole-row recomputation for the few rows whose sampled threshold missed."""
         t = self.tile
-        width = len(self.col_x)
-        for part in rows.split(t):
-            row_x = self.row_x.new_zeros(t, self.row_x.shape[1])
-            row_sq = self.row_sq.new_zeros(t)
-            row_x[: len(part)], row_sq[: len(part)] = self.row_x[part], self.row_sq[part]
-            dist = self.row_x.new_empty(t, width)
-            for c0 in range(0, width, t):
-                self._tile_into(dist[:, c0 : c0 + t], row_x, row_sq, c0)
-            dist = dist[: len(part), : self.n_ref]
-            self._exclude(dist, part, slice(0, self.n_ref))
+        for part in rows.split(t) if len(rows) else ():
+            row_x = _padded(self.row_x[part], t, 0.0)
+            row_sq = _padded(self.row_sq[part], t, math.inf)
+            dist = self.row_x.new_empty(len(part), self.n_ref)
+            for c0 in range(0, self.n_ref, t):
+                self._tile_into(self.work, row_x, row_sq, c0)
+                dist[:, c0 : c0 + t] = self.work[: len(part), : self.n_ref - c0]
+            self._exclude(dist, part, slice(0, self.n_ref), self_possible=True)
             depth = self.row_depth[part]
             kth = torch.topk(dist, int(depth.max()), dim=1, largest=False, sorted=True).values
             threshold = kth.gather(1, (depth - 1).unsqueeze(1))
@@ -307,55 +355,54 @@ class _TiledSearch:
     def _symmetric(self) -> Iterator[RankedBlock]:
         """Query = reference: tile (i, j) with i ≤ j serves rows i and, transposed, rows j.
 
-        The first tiles are the threshold sample: their strip against every later block
-        gives each later row its sampled distances before any of its other tiles."""
-        n, t, h = self.n_rows, self.tile, self.sample_tiles
-        buffer = _Buffer(n, self.capacity, 0, self.row_x.device)
+        First every row block meets the sample (the first columns), which sets its
+        threshold; the sample rows' own thresholds come first, so those strips also serve
+        the sample rows, transposed. Then the remaining tiles, one row block at a time."""
+        n, t, s = len(self.row_x), self.tile, self.sample_tiles * self.tile
+        buffer = _Buffer(n, self.capacity, self.row_x.device)
         threshold = self.row_x.new_empty(n)
-        head = slice(0, self.sample)
-        first = self._strip(0, h, 0, h)
-        self._exclude(first, head, head)
-        threshold[head] = self._thresholds(first, head)
-        self._collect(buffer, 0, first, threshold[head], 0)
-        for a in range(self.sample, n, t):
-            b = min(a + t, n)
-            strip = self._strip(0, h, a, 1)
-            self._collect(buffer, 0, strip, threshold[head], a)
-            transposed = strip.T.contiguous()
-            self._exclude(transposed, slice(a, b), head)
-            threshold[a:b] = self._thresholds(transposed, slice(a, b))
-            self._collect(buffer, a, transposed, threshold[a:b], 0)
-        yield from self._finish(buffer, 0, self.sample)
-        for a in range(self.sample, n, t):
+        missed: list[Tensor] = []
+        for a in range(0, n, t):
+            strip = self._sample_strip(a)
+            threshold[a : a + t] = self._thresholds(strip, a)
+            self._collect(buffer, strip, a, threshold[a : a + t], 0)
+            if a >= s:
+                self._collect(buffer, strip, 0, threshold[:s], a, transposed=True)
+        for a in range(0, s, t):
+            yield from self._finish(buffer, a, missed)
+        for a in range(s, n, t):
             for c in range(a, n, t):
                 dist = self._tile(a, c)
-                self._collect(buffer, a, dist, threshold[a : a + t], c)
-                if c != a:
-                    self._collect(buffer, c, dist.T.contiguous(), threshold[c : c + t], a)
-            yield from self._finish(buffer, a, min(a + t, n))
+                if c == a:
+                    dist.diagonal().fill_(math.inf)
+                else:
+                    self._collect(buffer, dist, c, threshold[c : c + t], a, transposed=True)
+                self._collect(buffer, dist, a, threshold[a : a + t], c)
+            yield from self._finish(buffer, a, missed)
+        yield from self._exact(torch.cat(missed))
 
     def _by_row_block(self) -> Iterator[RankedBlock]:
-        t, h = self.tile, self.sample_tiles
-        buffer = _Buffer(t, self.capacity, 0, self.row_x.device)
-        for a in range(0, self.n_rows, t):
-            rows = slice(a, min(a + t, self.n_rows))
+        t, s = self.tile, self.sample_tiles * self.tile
+        buffer = _Buffer(t, self.capacity, self.row_x.device)
+        missed: list[Tensor] = []
+        for a in range(0, len(self.row_x), t):
             buffer.reset(a)
-            first = self._strip(a, 1, 0, h)
-            self._exclude(first, rows, slice(0, self.sample))
-            threshold = self._thresholds(first, rows)
-            self._collect(buffer, a, first, threshold, 0)
-            for c in range(self.sample, self.n_ref, t):
-                self._collect(buffer, a, self._tile(a, c), threshold, c)
-            yield from self._finish(buffer, rows.start, rows.stop)
+            strip = self._sample_strip(a)
+            threshold = self._thresholds(strip, a)
+            self._collect(buffer, strip, a, threshold, 0)
+            for c in range(s, len(self.col_x), t):
+                self._collect(buffer, self._tile(a, c), a, threshold, c, self_possible=True)
+            yield from self._finish(buffer, a, missed)
+        yield from self._exact(torch.cat(missed))
 
 
 class _Buffer:
     """Fixed-width candidate slots per row: (distance, column). A row that overflows keeps
-    counting, so _finish can tell it from a complete one and recompute it."""
+    counting, so _finish can tell it from a complete one and have it recomputed."""
 
-    def __init__(self, rows: int, capacity: int, offset: int, device: torch.device) -> None:
+    def __init__(self, rows: int, capacity: int, device: torch.device) -> None:
         self.capacity = capacity
-        self.offset = offset
+        self.offset = 0
         self.dist = torch.empty(rows, capacity, device=device)
         self.cols = torch.empty(rows, capacity, dtype=torch.int32, device=device)
         self.count = torch.zeros(rows, dtype=torch.long, device=device)
@@ -364,17 +411,26 @@ class _Buffer:
         self.offset = offset
         self.count.zero_()
 
-    def append(self, rows: Tensor, cols: Tensor, dist: Tensor) -> None:
-        """Rows must come in non-decreasing order (as nonzero() returns them)."""
+    def count_of(self, r0: int, n: int) -> Tensor:
+        return self.count[r0 - self.offset : r0 - self.offset + n]
+
+    def rows(self, rows: Tensor, width: int) -> tuple[Tensor, Tensor]:
         local = rows - self.offset
-        per_row = torch.bincount(local, minlength=len(self.count))
-        first_of_row = per_row.cumsum(0) - per_row
-        rank = torch.arange(len(local), device=local.device) - first_of_row[local]
+        return self.dist[local, :width], self.cols[local, :width]
+
+    def append(self, r0: int, rows: Tensor, cols: Tensor, dist: Tensor) -> None:
+        """``rows`` are relative to ``r0`` and must come in non-decreasing order."""
+        if len(rows) == 0:
+            return
+        base = r0 - self.offset
+        per_row = torch.bincount(rows)
+        local = rows + base
+        rank = torch.arange(len(rows), device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
         slot = self.count[local] + rank
         fits = slot < self.capacity
         self.dist[local[fits], slot[fits]] = dist[fits]
         self.cols[local[fits], slot[fits]] = cols[fits].to(torch.int32)
-        self.count += per_row
+        self.count[base : base + len(per_row)] += per_row
 
 
 def _faiss_ranked(p: Problem) -> Iterator[RankedBlock]:

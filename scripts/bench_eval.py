@@ -1,0 +1,167 @@
+"""Time and memory of dml's retrieval metrics against PML's AccuracyCalculator with faiss.
+
+    .venv/bin/python scripts/bench_eval.py                 # N = 10k and 50k, d = 128
+    .venv/bin/python scripts/bench_eval.py --n 200000 --methods dml
+
+Each measurement runs in a fresh process, so its peak resident memory (above what the
+process held once the embeddings were made) is its own. Methods alternate, and their
+order flips every repeat, so load from other users of the machine falls on all of them.
+The script prints a Markdown table and fails if the methods' values disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import resource
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+METRICS = ("precision_at_1", "r_precision", "map_at_r")
+# Values may differ by a neighbour swap where two distances are within float32 rounding
+# of each other (each side computes its own matmul); one swap moves a mean by ~1/N.
+AGREEMENT = 1e-4
+
+
+@dataclass
+class Measurement:
+    method: str
+    n: int
+    seconds: float
+    peak_bytes: int
+    values: dict[str, float]
+
+
+def make_data(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-structured Gaussians, so the metrics sit far from both 0 and 1."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), n // classes)
+    centers = rng.normal(size=(classes, d)).astype(np.float32)
+    noise = rng.normal(size=(len(labels), d)).astype(np.float32)
+    return centers[labels] * 0.5 + noise, labels
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def measure(method: str, n: int, d: int, classes: int, seed: int) -> Measurement:
+    """Runs in a child process: make the data, then time one evaluation."""
+    logging.basicConfig(level=logging.INFO, format="    %(name)s: %(message)s")
+    x, y = make_data(n, d, classes, seed)
+    query, labels = torch.from_numpy(x), torch.from_numpy(y)
+    if method == "pml":
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        calculator = AccuracyCalculator(
+            include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+            k="max_bin_count",
+            device=torch.device("cpu"),
+        )
+        baseline = rss_bytes()
+        start = time.perf_counter()
+        got = calculator.get_accuracy(query, labels)
+        seconds = time.perf_counter() - start
+        values = {
+            "precision_at_1": got["precision_at_1"],
+            "r_precision": got["r_precision"],
+            "map_at_r": got["mean_average_precision_at_r"],
+        }
+    else:
+        from dml.metrics import retrieval_metrics
+
+        backend = "faiss" if method == "dml-faiss" else "torch"
+        baseline = rss_bytes()
+        start = time.perf_counter()
+        values = retrieval_metrics(query, labels, k_values=(1,), backend=backend)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    return Measurement(method, n, seconds, peak, {k: values[k] for k in METRICS})
+
+
+def matmul_throughput(d: int, tile: int = 1024, repeats: int = 20) -> float:
+    """FLOP/s of the tile-shaped matmul that dml's distance tiles use (best of repeats)."""
+    a, b = torch.randn(tile, d), torch.randn(tile, d)
+    out = torch.empty(tile, tile)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b.T, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * tile * tile * d / best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument("--d", type=int, default=128)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["pml", "dml", "dml-faiss"],
+        choices=["pml", "dml", "dml-faiss"],
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    flops = matmul_throughput(args.d)
+    print(
+        f"Machine: {torch.get_num_threads()} torch threads, {flops / 1e9:.0f} GFLOP/s "
+        f"on a 1024×{args.d}×1024 matmul (best of 20).\n"
+    )
+    context = multiprocessing.get_context("spawn")
+    results: list[Measurement] = []
+    with context.Pool(1, maxtasksperchild=1) as pool:
+        for n in args.n:
+            for repeat in range(args.repeats):
+                order = args.methods if repeat % 2 == 0 else args.methods[::-1]
+                for method in order:
+                    print(f"  N={n} {method} (repeat {repeat + 1}) ...", flush=True)
+                    job = (method, n, args.d, args.classes, args.seed)
+                    results.append(pool.apply(measure, job))
+
+    print()
+    print(
+        "| N | method | time (s) | × PML time | peak memory above embeddings (MiB) | "
+        "precision_at_1 | r_precision | map_at_r |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    disagreements = []
+    for n in args.n:
+        rows = [m for m in results if m.n == n]
+        pml = [m.seconds for m in rows if m.method == "pml"]
+        pml_seconds = float(np.median(pml)) if pml else float("nan")
+        for method in args.methods:
+            mine = [m for m in rows if m.method == method]
+            seconds = float(np.median([m.seconds for m in mine]))
+            peak = max(m.peak_bytes for m in mine) / 2**20
+            values = mine[0].values
+            print(
+                f"| {n} | {method} | {seconds:.2f} | {seconds / pml_seconds:.2f} | "
+                f"{peak:.0f} | " + " | ".join(f"{values[k]:.6f}" for k in METRICS) + " |"
+            )
+            for other in rows:
+                gap = max(abs(other.values[k] - values[k]) for k in METRICS)
+                if gap > AGREEMENT:
+                    disagreements.append(f"N={n}: {method} vs {other.method} differ by {gap:.2g}")
+        bound = 2 * n * n * args.d / flops
+        print(
+            f"| {n} | matmul lower bound: N²·d·2 = {2 * n * n * args.d:.2e} FLOP | "
+            f"{bound:.2f} (half: {bound / 2:.2f}) | | | | | |"
+        )
+    if disagreements:
+        print("\n".join(sorted(set(disagreements))), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
