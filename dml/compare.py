@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dml.errors import DmlError
@@ -34,10 +36,18 @@ DEFAULT_METRICS = (
     "val/map_at_r",
     "test/map_at_r",
     "test/precision_at_1",
-    "test/r_precision",
     "test/recall_at_1",
     "test/nmi",
 )
+SHORT_NAMES = {
+    "map_at_r": "MAP@R",
+    "precision_at_1": "P@1",
+    "r_precision": "R-Prec",
+    "nmi": "NMI",
+    "ami": "AMI",
+}
+# The epoch with the best val/map_at_r, over the last epoch the run reached.
+EPOCH_COLUMN = "best/last epoch"
 STATUS_STYLE = {"finished": "green", "failed": "bold red", "unfinished": "yellow"}
 
 
@@ -230,15 +240,23 @@ def table_rows(
                 run.status,
                 " ".join(changed) or "—",
                 *(format_value(run.metrics.get(m)) for m in metrics),
-                "—" if run.best_epoch is None else str(run.best_epoch),
-                str(run.epochs),
+                f"{'—' if run.best_epoch is None else run.best_epoch}/{run.epochs}",
             ]
         )
     return rows
 
 
 def table_header(metrics: Sequence[str]) -> list[str]:
-    return ["#", "run", "status", "overrides", *metrics, "best epoch", "epochs"]
+    return ["#", "run", "status", "overrides", *metrics, EPOCH_COLUMN]
+
+
+def short_header(name: str) -> str:
+    """``test/map_at_r`` → ``test\\nMAP@R``: the names DML papers use, split over two lines."""
+    split, _, metric = name.rpartition("/")
+    label = SHORT_NAMES.get(metric, metric)
+    if metric.startswith("recall_at_") and metric[len("recall_at_") :].isdigit():
+        label = f"R@{metric[len('recall_at_') :]}"
+    return f"{split}\n{label}" if split else label
 
 
 def print_table(
@@ -249,23 +267,34 @@ def print_table(
     metrics: Sequence[str],
     caption: str,
 ) -> None:
-    table = Table(title=f"{len(runs)} runs", caption=caption)
+    table = Table(title=f"{len(runs)} runs", caption=caption, box=box.SIMPLE_HEAD)
+    # Short headers and one override per line keep each column about as wide as its values,
+    # so a sweep's table fits a terminal without folding numbers.
+    widest = max((len(o) for changed in varying for o in changed), default=0)
     for name in table_header(metrics):
-        numeric = name in metrics or name in ("#", "best epoch", "epochs")
-        table.add_column(name, justify="right" if numeric else "left", overflow="fold")
-    for run, row in zip(runs, table_rows(runs, varying, metrics), strict=True):
+        if name == "overrides":
+            table.add_column(name, overflow="fold", min_width=min(widest, 24))
+        elif name in ("run", "status"):
+            table.add_column(name, overflow="fold", no_wrap=name == "status")
+        elif name == EPOCH_COLUMN:
+            table.add_column("best/last\nepoch", justify="right")
+        else:
+            table.add_column(short_header(name), justify="right", overflow="fold")
+    rows = table_rows(runs, varying, metrics)
+    for run, changed, row in zip(runs, varying, rows, strict=True):
+        cells = [escape(cell) for cell in row]
         style = STATUS_STYLE[run.status]
-        row[2] = f"[{style}]{run.status}[/{style}]"
-        table.add_row(*row)
+        cells[2] = f"[{style}]{run.status}[/{style}]"
+        cells[3] = "\n".join(escape(o) for o in changed) or cells[3]
+        table.add_row(*cells)
     console.print(table)
     if shared:
-        console.print(f"common overrides: {' '.join(shared)}")
+        console.print(f"common overrides: {' '.join(shared)}", markup=False)
     for run in runs:
         if run.status != "finished":
-            console.print(
-                f"[{STATUS_STYLE[run.status]}]{run.name}: {run.status}[/] — {run.reason}",
-                soft_wrap=True,
-            )
+            style = STATUS_STYLE[run.status]
+            line = f"[{style}]{escape(run.name)}: {run.status}[/{style}] — {escape(run.reason)}"
+            console.print(line, soft_wrap=True)
 
 
 def write_csv(path: Path, runs: Sequence[RunRecord]) -> None:
@@ -314,9 +343,7 @@ def write_markdown(
     lines = [
         "| " + " | ".join(header) + " |",
         "| "
-        + " | ".join(
-            "---:" if h in metrics or h in ("#", "best epoch", "epochs") else "---" for h in header
-        )
+        + " | ".join("---" if h in ("run", "status", "overrides") else "---:" for h in header)
         + " |",
     ]
     for row in table_rows(runs, varying, metrics):
@@ -378,6 +405,9 @@ def main(argv: list[str]) -> int:
     """Entry point of `dml compare`; returns the process exit status."""
     args = parse_args(argv)
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped into a file, a pager or a CI log: Rich's 80 columns would crop the table.
+        console = Console(width=160)
     try:
         runs = [load_run(path) for path in find_runs(args.dirs)]
     except DmlError as exc:

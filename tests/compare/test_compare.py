@@ -102,8 +102,25 @@ def test_compare_ranks_finished_runs_first_and_marks_the_rest(
 
     out = capsys.readouterr().out
     assert "common overrides: dataset=digits backbone=mlp" in out
-    for text in ("loss=contrastive", "finished", "failed", "unfinished", "test/map_at_r"):
-        assert text in out
+    header = [line.split() for line in out.splitlines() if "MAP@R" in line]
+    assert header == [["#", "run", "status", "overrides", "MAP@R", "MAP@R", "P@1", "R@1", "epoch"]]
+    table = [
+        line.split()
+        for line in out.splitlines()
+        if line.split()[:1] in (["1"], ["4"]) and "runs" not in line
+    ]
+    assert table[0] == [
+        "1",
+        "1",
+        "finished",
+        "loss=contrastive",
+        "0.7000",
+        "0.5000",
+        "0.9000",
+        "0.9000",
+        "1/2",
+    ]
+    assert table[1] == ["4", "10", "unfinished", "loss=npair", "0.3000", "—", "—", "—", "0/0"]
     assert "2: failed — RuntimeError: loss became nan" in out
 
     markdown = (sweep / "compare.md").read_text().splitlines()
@@ -128,7 +145,7 @@ def test_chosen_metrics_become_the_table_columns(sweep: Path) -> None:
     header = (sweep / "compare.md").read_text().splitlines()[0]
     assert header == (
         "| # | run | status | overrides | val/map_at_r | test/recall_at_2 | "
-        "val/recall_at_1 | best epoch | epochs |"
+        "val/recall_at_1 | best/last epoch |"
     )
 
 
