@@ -150,13 +150,13 @@ def test_small_tiles_take_every_path_to_the_same_numbers(monkeypatch, make, sett
     the recomputation of rows whose threshold or buffer fell short."""
     for name, value in settings.items():
         monkeypatch.setattr(neighbours, name, value)
-    x, y = make(360, 5, 10, seed=11)
-    groups = np.random.default_rng(1).integers(0, 120, len(x))
+    x, y = make(240, 5, 10, seed=11)
+    groups = np.random.default_rng(1).integers(0, 80, len(x))
     expected = retrieval_metrics(x, y, tile=10_000)
     assert_close(retrieval_metrics(x, y, tile=32), expected)
     assert_close(
-        retrieval_metrics(x[:150], y[:150], x[150:], y[150:], tile=32),
-        retrieval_metrics(x[:150], y[:150], x[150:], y[150:], tile=10_000),
+        retrieval_metrics(x[:90], y[:90], x[90:], y[90:], tile=32),
+        retrieval_metrics(x[:90], y[:90], x[90:], y[90:], tile=10_000),
     )
     assert_close(
         retrieval_metrics(x, y, query_groups=groups, tile=32),
@@ -256,3 +256,17 @@ def test_clustering_metrics_separate_clusters_and_noise() -> None:
     noise = clustering_metrics(np.random.default_rng(0).normal(size=(300, 8)), y)
     assert noise["ami"] < 0.1
     assert set(noise) == {"nmi", "ami"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("make", [grid, duplicated], ids=["grid", "duplicated"])
+def test_cuda_gives_the_cpu_numbers(make) -> None:
+    x, y = make(3000, 8, 30, seed=17)
+    groups = np.random.default_rng(3).integers(0, 500, len(x))
+    on_gpu = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
+    assert_close(retrieval_metrics(*on_gpu, tile=256), retrieval_metrics(x, y, tile=256))
+    gpu_groups = torch.from_numpy(groups).cuda()
+    assert_close(
+        retrieval_metrics(*on_gpu, query_groups=gpu_groups, tile=256),
+        retrieval_metrics(x, y, query_groups=groups, tile=256),
+    )

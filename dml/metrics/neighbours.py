@@ -284,18 +284,14 @@ class _TiledSearch:
         """Append every pair of the tile at or below its row's threshold to the buffer.
 
         ``transposed``: the tile's columns are the rows being collected (query =
-        reference reads each tile twice); their hits come from a transposed view of the
-        mask, so they arrive grouped by row as the buffer needs."""
-        if transposed:
-            mask = torch.le(dist, threshold.unsqueeze(0), out=self._mask(dist.shape))
-            rows, cols = mask.T.nonzero(as_tuple=True)
-            values = dist[cols, rows]
-        else:
-            mask = torch.le(dist, threshold.unsqueeze(1), out=self._mask(dist.shape))
-            flat = _flat_nonzero(mask)
-            width = dist.shape[1]
-            rows, cols = flat // width, flat % width
-            values = dist.view(-1)[flat]
+        reference reads each tile twice). The comparison reads the tile transposed and
+        writes a contiguous mask, so hits still arrive grouped by row as the buffer needs."""
+        view = dist.T if transposed else dist
+        mask = torch.le(view, threshold.unsqueeze(1), out=self._mask(view.shape))
+        flat = _flat_nonzero(mask)
+        width = view.shape[1]
+        rows, cols = flat // width, flat % width
+        values = dist[cols, rows] if transposed else dist.view(-1)[flat]
         global_rows, global_cols = rows + r0, cols + c0
         keep = None
         if self.p.same_set and self_possible:
@@ -426,10 +422,11 @@ class _Buffer:
         per_row = torch.bincount(rows)
         local = rows + base
         rank = torch.arange(len(rows), device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
-        slot = self.count[local] + rank
-        fits = slot < self.capacity
-        self.dist[local[fits], slot[fits]] = dist[fits]
-        self.cols[local[fits], slot[fits]] = cols[fits].to(torch.int32)
+        # An overflowing row writes its excess over its last slot: it is recomputed anyway.
+        slot = (self.count[local] + rank).clamp_max_(self.capacity - 1)
+        flat = local * self.capacity + slot
+        self.dist.view(-1)[flat] = dist
+        self.cols.view(-1)[flat] = cols.to(torch.int32)
         self.count[base : base + len(per_row)] += per_row
 
 
