@@ -58,6 +58,15 @@ class TensorLabeledDataset(LabeledDataset):
         return x, self.labels[index]
 
 
+def stacked_inputs(dataset: LabeledDataset) -> Tensor:
+    """Every item's input, through the dataset's own (eval) transform, as one tensor.
+
+    The raw-input baseline (identity embedding) is measured on exactly what the model
+    sees, so the two numbers compare like for like.
+    """
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
 @dataclass
 class DataSplits:
     """The three splits; ``query`` and ``gallery`` only where the benchmark defines them.

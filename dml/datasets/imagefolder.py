@@ -1,0 +1,98 @@
+"""Any folder-per-class image tree: ``data_dir/<class name>/**/<image>``.
+
+Unlike the benchmarks it has no split of its own, so it is split the way in-memory
+datasets are (:func:`dml.datasets.base.split_indices`): ``split=classes`` trains on the
+first ``train_classes`` class folders in sorted order and tests on the rest;
+``split=samples`` holds out a stratified fraction of every class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dml.datasets.base import SPLITS, DataSplits, split_indices
+from dml.datasets.images import IMAGE_SUFFIXES, ImageList, ImageListDataset, ImageSource
+from dml.errors import DmlError
+from dml.transforms import ImageTransforms
+
+
+class ImageFolder(ImageSource):
+    """Labels are the indices of the class folders in sorted order."""
+
+    layout = (
+        "data_dir/<class name>/<image> (one folder per class, images with suffix "
+        f"{', '.join(sorted(IMAGE_SUFFIXES))}, nested folders allowed)"
+    )
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        input_shape: Sequence[int],
+        num_classes: int | None = None,
+        transform: ImageTransforms | None = None,
+        split: str = "classes",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        train_classes: int | None = None,
+        skip_corrupt: bool = False,
+        verify_images: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            data_dir,
+            input_shape,
+            num_classes,
+            transform,
+            "classes",
+            val_fraction,
+            skip_corrupt,
+            verify_images,
+            seed,
+        )
+        if split not in SPLITS:
+            raise DmlError(f"dataset.split={split!r} is not one of {SPLITS}")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 < value < 1:
+                raise DmlError(f"dataset.{name}={value} must lie strictly between 0 and 1")
+        self.split_by = split
+        self.test_fraction = test_fraction
+        self.train_classes = train_classes
+
+    def read(self, root: Path) -> dict[str, ImageList]:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            raise DmlError(f"{root} has no class folders; expected {self.layout}")
+        paths: list[Path] = []
+        labels: list[int] = []
+        for label, folder in enumerate(folders):
+            files = sorted(
+                p
+                for p in folder.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+            )
+            if not files:
+                raise DmlError(f"class folder {folder} has no images; expected {self.layout}")
+            paths += files
+            labels += [label] * len(files)
+        return {"all": ImageList(paths, labels)}
+
+    def split(self, partitions: dict[str, ImageList]) -> DataSplits:
+        images = partitions["all"]
+        rng = np.random.default_rng(self.seed)
+        train, val, test = split_indices(
+            images.labels,
+            self.split_by,
+            self.val_fraction,
+            self.test_fraction,
+            self.train_classes,
+            rng,
+        )
+        eval_tf = self.transform.eval_transform()
+        return DataSplits(
+            train=ImageListDataset(images.subset(train), self.transform.train_transform()),
+            val=ImageListDataset(images.subset(val), eval_tf),
+            test=ImageListDataset(images.subset(test), eval_tf),
+        )

@@ -1,0 +1,118 @@
+"""Full MNIST and Fashion-MNIST (70,000 28×28 images each) from torchvision's raw files.
+
+Nothing downloads unless ``download=true``, which is handed to torchvision as it is. The
+official test file stays the test set under both splits, so test images are never seen
+in training: ``split=samples`` tests on all of it, ``split=classes`` on its images of the
+classes not trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision import datasets
+
+from dml.datasets.base import (
+    SPLITS,
+    DatasetSource,
+    DataSplits,
+    TensorLabeledDataset,
+    stratified_take,
+)
+from dml.errors import DmlError
+from dml.transforms import SmallImageTransforms
+
+VARIANTS = ("MNIST", "FashionMNIST")
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class TorchvisionMNIST(DatasetSource):
+    """``variant`` picks torchvision's class, and with it the folder ``root/<variant>/raw``."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        input_shape: Sequence[int],
+        num_classes: int = 10,
+        variant: str = "MNIST",
+        download: bool = False,
+        split: str = "samples",
+        val_fraction: float = 0.1,
+        train_classes: int | None = None,
+        transform: SmallImageTransforms | None = None,
+        seed: int = 0,
+    ) -> None:
+        if variant not in VARIANTS:
+            raise DmlError(f"dataset.variant={variant!r} is not one of {VARIANTS}")
+        if split not in SPLITS:
+            raise DmlError(f"dataset.split={split!r} is not one of {SPLITS}")
+        if not 0 < val_fraction < 1:
+            raise DmlError(f"dataset.val_fraction={val_fraction} must lie strictly between 0 and 1")
+        if list(input_shape) != [1, 28, 28]:
+            raise DmlError(f"dataset.input_shape={list(input_shape)} must be [1, 28, 28]")
+        self.root = Path(root).expanduser()
+        self.input_shape = [1, 28, 28]
+        self.num_classes = num_classes
+        self.variant = variant
+        self.download = download
+        self.split = split
+        self.val_fraction = val_fraction
+        self.train_classes = train_classes
+        self.transform = transform if transform is not None else SmallImageTransforms()
+        self.seed = seed
+
+    def read(self, train: bool) -> tuple[Tensor, Tensor]:
+        """Images as [N, 1, 28, 28] floats in [0, 1], and their labels."""
+        raw = self.root / self.variant / "raw"
+        try:
+            data = getattr(datasets, self.variant)(
+                str(self.root), train=train, download=self.download
+            )
+        except RuntimeError as exc:
+            if self.download:
+                raise DmlError(
+                    f"torchvision could not download {self.variant} into {raw}: "
+                    f"{str(exc).splitlines()[0]}"
+                ) from exc
+            raise DmlError(
+                f"{self.variant} not found in {raw}: expected the uncompressed files "
+                f"{', '.join(RAW_FILES)}; copy them there or set dataset.download=true"
+            ) from exc
+        except (AssertionError, ValueError, OSError) as exc:
+            raise DmlError(
+                f"cannot read {self.variant} from {raw}: {exc!r}; the files are "
+                "damaged, replace them"
+            ) from exc
+        return data.data.unsqueeze(1).float() / 255.0, data.targets.long()
+
+    def load(self) -> DataSplits:
+        x, y = self.read(train=True)
+        test_x, test_y = self.read(train=False)
+        rng = np.random.default_rng(self.seed)
+        if self.split == "classes":
+            n_train = self.train_classes or self.num_classes // 2
+            if not 0 < n_train < self.num_classes:
+                raise DmlError(
+                    f"dataset.train_classes={n_train} must lie between 1 and {self.num_classes - 1}"
+                )
+            seen = y < n_train
+            x, y = x[seen], y[seen]
+            unseen = test_y >= n_train
+            test_x, test_y = test_x[unseen], test_y[unseen]
+        val = torch.as_tensor(stratified_take(y.numpy(), self.val_fraction, rng))
+        train = torch.as_tensor(rng.permutation(np.setdiff1d(np.arange(len(y)), val.numpy())))
+        eval_tf = self.transform.eval_transform()
+        return DataSplits(
+            train=TensorLabeledDataset(x[train], y[train], self.transform.train_transform()),
+            val=TensorLabeledDataset(x[val], y[val], eval_tf),
+            test=TensorLabeledDataset(test_x, test_y, eval_tf),
+        )

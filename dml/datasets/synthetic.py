@@ -1,0 +1,60 @@
+"""Gaussian clusters: a dataset of any size and difficulty, generated from a seed.
+
+Benchmarks of losses, miners and metrics need data whose size and class overlap can be
+dialled up and down without a download: ``num_classes`` centres are drawn around the
+origin with spread ``center_std``, and each class's samples around its centre with
+spread ``cluster_std``; their ratio sets how separable the classes are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from dml.datasets.base import ArraySource
+from dml.errors import DmlError
+
+
+class GaussianClusters(ArraySource):
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        samples_per_class: int,
+        input_shape: Sequence[int] | None = None,
+        cluster_std: float = 1.0,
+        center_std: float = 2.0,
+        split: str = "samples",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        train_classes: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if num_classes < 2 or dim < 1 or samples_per_class < 2:
+            raise DmlError(
+                f"dataset.num_classes={num_classes}, dim={dim}, samples_per_class="
+                f"{samples_per_class}: need at least 2 classes, 1 dimension and 2 samples "
+                "per class"
+            )
+        if cluster_std <= 0 or center_std <= 0:
+            raise DmlError(
+                f"dataset.cluster_std={cluster_std} and center_std={center_std} must be positive"
+            )
+        if input_shape is not None and list(input_shape) != [dim]:
+            raise DmlError(f"dataset.input_shape={list(input_shape)} must be [dim] = [{dim}]")
+        super().__init__(
+            [dim], num_classes, split, val_fraction, test_fraction, train_classes, seed
+        )
+        self.dim = dim
+        self.samples_per_class = samples_per_class
+        self.cluster_std = cluster_std
+        self.center_std = center_std
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        # Its own generator: the data must not change when the split's draws change.
+        rng = np.random.default_rng([self.seed, 1])
+        centers = rng.normal(0.0, self.center_std, size=(self.num_classes, self.dim))
+        labels = np.repeat(np.arange(self.num_classes), self.samples_per_class)
+        noise = rng.normal(0.0, self.cluster_std, size=(len(labels), self.dim))
+        return (centers[labels] + noise).astype(np.float32), labels.astype(np.int64)
