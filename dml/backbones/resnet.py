@@ -1,0 +1,185 @@
+"""torchvision ResNets with an embedding head: the standard DML image backbone.
+
+Pretrained weights are only ever read from disk, never downloaded: from a file named in
+``weights``, or, for a torchvision weight name such as ``IMAGENET1K_V1``, from the torch
+hub cache, where ``torchvision`` itself would have stored the download.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+from torchvision import models
+
+from dml.errors import DmlError
+
+ARCHITECTURES: dict[str, tuple[Callable[..., models.ResNet], type[models.WeightsEnum]]] = {
+    "resnet18": (models.resnet18, models.ResNet18_Weights),
+    "resnet50": (models.resnet50, models.ResNet50_Weights),
+}
+POOLINGS = ("avg", "max", "avgmax")
+
+
+def hub_checkpoint(arch: str, name: str) -> tuple[Path, str]:
+    """Where torchvision caches the named weights, and the URL they come from."""
+    enum = ARCHITECTURES[arch][1]
+    try:
+        entry = enum[name] if name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        names = [w.name for w in enum] + ["DEFAULT"]
+        raise DmlError(
+            f"backbone.weights={name!r} is neither a file nor a torchvision weight name for "
+            f"{arch} ({', '.join(names)}); give a path to a .pth file, a name, or null"
+        ) from None
+    filename = Path(urlparse(entry.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename, entry.url
+
+
+def is_path(weights: str) -> bool:
+    return "/" in weights or "\\" in weights or weights.endswith((".pth", ".pt"))
+
+
+def load_pretrained(arch: str, weights: str) -> dict[str, Tensor]:
+    """The state dict named by ``weights``; the error says where the file should be."""
+    if is_path(weights):
+        path, url = Path(weights).expanduser(), None
+    else:
+        path, url = hub_checkpoint(arch, weights)
+    if not path.is_file():
+        source = (
+            f"download {url} on a machine with network and put it there"
+            if url
+            else (f"put a {arch} state dict there (torchvision's ImageNet weights, for instance)")
+        )
+        raise DmlError(
+            f"pretrained {arch} weights not found at {path}: {source}; or set "
+            "backbone.weights=/path/to/file.pth, or backbone.weights=null to train from scratch"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load signals a damaged file with many exception types
+        raise DmlError(f"cannot read pretrained weights {path}: {exc}") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise DmlError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_trunk(network: models.ResNet, arch: str, weights: str) -> None:
+    """Load every trunk parameter; the file's classifier (``fc``) is dropped, not needed."""
+    state = {k: v for k, v in load_pretrained(arch, weights).items() if not k.startswith("fc.")}
+    try:
+        result = network.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise DmlError(f"backbone.weights={weights} does not fit {arch}: {detail}") from exc
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        example = missing[0] if missing else result.unexpected_keys[0]
+        raise DmlError(
+            f"backbone.weights={weights} does not hold {arch} weights: "
+            f"{len(missing)} trunk parameters missing, {len(result.unexpected_keys)} unknown "
+            f"(e.g. {example})"
+        )
+
+
+class GlobalPool(nn.Module):
+    """Average, max, or their sum ("avgmax"), which many DML papers found to retrieve better."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        if mode not in POOLINGS:
+            raise DmlError(f"backbone.pooling={mode!r} is not one of {POOLINGS}")
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "avg":
+            return x.mean(dim=(2, 3))
+        if self.mode == "max":
+            return x.amax(dim=(2, 3))
+        return x.mean(dim=(2, 3)) + x.amax(dim=(2, 3))
+
+
+class ResNet(nn.Module):
+    """A ResNet trunk, global pooling, and a linear head to ``embedding_dim``.
+
+    ``freeze_batchnorm`` keeps every BatchNorm layer of the trunk in eval mode with fixed
+    affine parameters: P×K batches hold few classes, so their statistics are far from the
+    pretraining statistics, and updating them hurts retrieval. ``head_lr_multiplier``
+    scales the learning rate of the freshly initialised head over the pretrained trunk's;
+    see :meth:`param_groups`.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        input_shape: Sequence[int],
+        embedding_dim: int = 512,
+        weights: str | None = "IMAGENET1K_V1",
+        freeze_batchnorm: bool = True,
+        pooling: str = "avg",
+        head_lr_multiplier: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if arch not in ARCHITECTURES:
+            raise DmlError(f"backbone.arch={arch!r} is not one of {sorted(ARCHITECTURES)}")
+        if embedding_dim < 1:
+            raise DmlError(f"backbone.embedding_dim={embedding_dim} must be a positive integer")
+        if len(input_shape) != 3 or input_shape[0] != 3:
+            raise DmlError(
+                f"backbone={arch} needs RGB image inputs [3, height, width], but "
+                f"dataset.input_shape is {list(input_shape)}"
+            )
+        if head_lr_multiplier <= 0:
+            raise DmlError(f"backbone.head_lr_multiplier={head_lr_multiplier} must be positive")
+        network = ARCHITECTURES[arch][0](weights=None)
+        if weights is not None:
+            load_trunk(network, arch, weights)
+        feature_dim = network.fc.in_features
+        self.embedding_dim = embedding_dim
+        self.freeze_batchnorm = freeze_batchnorm
+        self.head_lr_multiplier = head_lr_multiplier
+        self.trunk = nn.Sequential(
+            network.conv1,
+            network.bn1,
+            network.relu,
+            network.maxpool,
+            network.layer1,
+            network.layer2,
+            network.layer3,
+            network.layer4,
+        )
+        self.pool = GlobalPool(pooling)
+        self.head = nn.Linear(feature_dim, embedding_dim)
+        if freeze_batchnorm:
+            for module in self._batchnorms():
+                module.requires_grad_(False)
+        self.train()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.pool(self.trunk(x)))
+
+    def train(self, mode: bool = True) -> ResNet:
+        super().train(mode)
+        if self.freeze_batchnorm:
+            for module in self._batchnorms():
+                module.eval()
+        return self
+
+    def _batchnorms(self) -> list[nn.BatchNorm2d]:
+        return [m for m in self.trunk.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups: the trainable trunk at ``lr``, the head at ``lr × multiplier``."""
+        trunk = [p for p in self.trunk.parameters() if p.requires_grad]
+        return [
+            {"params": trunk, "lr": lr},
+            {"params": list(self.head.parameters()), "lr": lr * self.head_lr_multiplier},
+        ]
