@@ -18,8 +18,10 @@ from dml.health import CollapseDetector
 from dml.losses.base import EmbeddingLoss
 from dml.memory import CrossBatchMemory
 from dml.metrics import clustering_metrics, retrieval_metrics
+from dml.plots import EmbeddingSnapshot
 from dml.resume import restore_rng_state, rng_state
 
+SNAPSHOT_SAMPLES = 5000
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -59,6 +61,9 @@ class EmbeddingModule(pl.LightningModule):
         self._warned_empty = False
         self._last_train_loss: float | None = None
         margin = getattr(loss, "margin", None)
+        # Embeddings kept for the run's pictures: "start" (epoch 0), "end" (latest
+        # validation) and "test"; taken from the evaluation passes, so no extra pass.
+        self.snapshots: dict[str, EmbeddingSnapshot] = {}
         self.collapse = CollapseDetector(
             margin=float(margin) if isinstance(margin, float | int) else None
         )
@@ -166,11 +171,26 @@ class EmbeddingModule(pl.LightningModule):
         metrics.update(pair_distance_stats(embeddings, labels))
         if clustering:
             metrics.update(clustering_metrics(embeddings, labels))
+        self._keep_snapshot(prefix, embeddings, labels)
         logged = {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
         logged["epoch"] = float(self.completed_epochs())
         if prefix == "val" and self.completed_epochs() > 0:
             self._check_collapse(metrics["dist_pos_mean"], metrics["dist_neg_mean"], logged)
         self.log_dict(logged)
+
+    def _keep_snapshot(self, prefix: str, embeddings: Tensor, labels: Tensor) -> None:
+        """A fixed random subset (same items every epoch), so start and end are comparable."""
+        keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+        keep = keep[:SNAPSHOT_SAMPLES].sort().values
+        epoch = self.completed_epochs()
+        snapshot = EmbeddingSnapshot(
+            embeddings[keep.to(embeddings.device)].float().cpu().numpy(),
+            labels[keep.to(labels.device)].cpu().numpy(),
+            epoch,
+            prefix,
+        )
+        key = "test" if prefix == "test" else ("start" if epoch == 0 else "end")
+        self.snapshots[key] = snapshot
 
     def _check_collapse(self, pos: float, neg: float, logged: dict[str, float]) -> None:
         """Warn once, in the console and in W&B (``health/collapse`` and a summary note)."""

@@ -26,6 +26,7 @@ from dml.errors import DmlError
 from dml.history import EpochHistoryLogger
 from dml.losses.compat import check_compatible
 from dml.module import EmbeddingModule
+from dml.plots import log_plots, write_run_plots
 from dml.report import print_metrics_table
 from dml.resume import (
     AtomicCheckpointIO,
@@ -244,6 +245,8 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
         history = loggers[0].rows
         final = dict(history[max(history)])
         write_json(run_dir / "metrics.json", final)
+        if trainer.is_global_zero:
+            log_plots(loggers, write_run_plots(run_dir, **module.snapshots))
         exit_code = 0
     except SystemExit:
         if not interrupt.interrupted:
