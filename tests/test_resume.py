@@ -82,14 +82,15 @@ def test_hard_kill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None
     proc.wait()
     assert not (tmp_path / "killed" / "metrics.json").exists(), "the kill came too late"
     first_id = (tmp_path / "killed" / "wandb_run_id").read_text()
-    subprocess.run(
+    resumed_run = subprocess.run(
         [DML, "train", *args, "hydra.run.dir=killed", "resume=true"],
         cwd=tmp_path,
         env=subprocess_env(),
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     for key, value in full.items():

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from dml.datasets.checks import check_arrays
 from dml.errors import DmlError
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class ArraySource(DatasetSource):
 
     def load(self) -> DataSplits:
         features, labels = self.arrays()
+        labels = check_arrays(features, labels, type(self).__name__)
         x = torch.as_tensor(features, dtype=torch.float32).reshape(-1, *self.input_shape)
         y = torch.as_tensor(labels, dtype=torch.long)
         train_idx, val_idx, test_idx = self.split_indices(labels)
