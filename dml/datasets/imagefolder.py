@@ -46,11 +46,10 @@ class ImageFolder(ImageSource):
             input_shape,
             num_classes,
             transform,
-            "classes",
-            val_fraction,
-            skip_corrupt,
-            verify_images,
-            seed,
+            val_fraction=val_fraction,
+            skip_corrupt=skip_corrupt,
+            verify_images=verify_images,
+            seed=seed,
         )
         if split not in SPLITS:
             raise DmlError(f"dataset.split={split!r} is not one of {SPLITS}")

@@ -99,7 +99,9 @@ class TorchvisionMNIST(DatasetSource):
         test_x, test_y = self.read(train=False)
         rng = np.random.default_rng(self.seed)
         if self.split == "classes":
-            n_train = self.train_classes or self.num_classes // 2
+            n_train = self.train_classes
+            if n_train is None:
+                n_train = self.num_classes // 2
             if not 0 < n_train < self.num_classes:
                 raise DmlError(
                     f"dataset.train_classes={n_train} must lie between 1 and {self.num_classes - 1}"
