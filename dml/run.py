@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
-from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers import Logger
 
 from dml.config_checks import check_config
 from dml.datamodule import EmbeddingDataModule
@@ -28,14 +28,8 @@ from dml.losses.compat import check_compatible
 from dml.module import EmbeddingModule
 from dml.plots import log_plots, write_run_plots
 from dml.report import print_metrics_table
-from dml.resume import (
-    AtomicCheckpointIO,
-    check_writable,
-    resume_checkpoint,
-    save_wandb_id,
-    saved_wandb_id,
-)
-from dml.run_naming import run_identity
+from dml.resume import AtomicCheckpointIO, check_writable, resume_checkpoint
+from dml.wandb_logging import INTERRUPTED, build_wandb_logger, finish_loggers
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +49,6 @@ def build(node: DictConfig | None, **kwargs: Any) -> Any:
         if isinstance(cause, DmlError):
             raise cause from None
         raise DmlError(f"{str(exc).splitlines()[0]} {cause}" if cause else str(exc)) from exc
-
-
-def check_loss_and_miner(loss: torch.nn.Module, miner: torch.nn.Module | None) -> None:
-    """Fail at start when the loss cannot consume what the miner returns."""
-    if miner is not None and getattr(loss, "tuple_kind", "triplets") is None:
-        raise DmlError(
-            f"loss {type(loss).__name__} uses the whole batch, not mined tuples; set miner=none"
-        )
 
 
 def build_module(cfg: DictConfig) -> EmbeddingModule:
@@ -93,45 +79,11 @@ def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> lis
     loggers: list[Logger] = [EpochHistoryLogger(run_dir / "metrics.csv", keep_existing=resuming)]
     if cfg.logger is None or "_target_" not in cfg.logger:
         return loggers
-    target = cfg.logger._target_
-    if target.endswith("WandbLogger"):
-        name, group, tags = run_identity(cfg)
-        previous_id = saved_wandb_id(run_dir) if resuming else None
-        resume_args = {"id": previous_id, "resume": "allow"} if previous_id else {}
-        wandb_logger = build(
-            cfg.logger,
-            save_dir=str(run_dir),
-            name=cfg.logger.name or name,
-            group=cfg.logger.group or group,
-            tags=list(cfg.logger.tags) if cfg.logger.tags else tags,
-            **resume_args,
-        )
-        experiment = wandb_logger.experiment
-        save_wandb_id(run_dir, experiment.id)
-        experiment.define_metric("epoch")
-        for prefix in ("train", "val", "test"):
-            experiment.define_metric(f"{prefix}/*", step_metric="epoch")
-        experiment.define_metric("val/map_at_r", step_metric="epoch", summary="max")
-        wandb_logger.log_hyperparams(flat_config(cfg))
-        loggers.append(wandb_logger)
+    if cfg.logger._target_.endswith("WandbLogger"):
+        loggers.append(build_wandb_logger(cfg, run_dir, resuming, build))
     else:
         loggers.append(build(cfg.logger, save_dir=str(run_dir)))
     return loggers
-
-
-def flat_config(cfg: DictConfig) -> dict[str, Any]:
-    """The composed config as dotted keys, so a W&B table can filter by any of them."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}.{key}" if prefix else str(key))
-        else:
-            flat[prefix] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
 
 
 class LossProgressBar(RichProgressBar):
@@ -203,18 +155,6 @@ def build_trainer(
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
     )
-
-
-INTERRUPTED = 130  # the shell's exit status after SIGINT
-
-
-def finish_loggers(loggers: list[Logger], exit_code: int) -> None:
-    """Close each W&B run, so jobs of a multirun never share one."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            if exit_code == INTERRUPTED:
-                logger.experiment.summary["status"] = "interrupted"
-            logger.experiment.finish(exit_code=exit_code)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

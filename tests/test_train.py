@@ -128,3 +128,20 @@ def test_pml_loss_and_miner_plug_in_through_target(
         cfg.miner = {"_target_": "pytorch_metric_learning.miners.BatchHardMiner"}
     metrics = train(cfg, tmp_path)
     assert 0.0 < metrics["test/map_at_r"] <= 1.0
+
+
+@pytest.mark.slow
+def test_unreachable_wandb_falls_back_to_offline(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online mode with a server that refuses connections: warn once, log offline, finish."""
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "5")
+    cfg = compose_cfg(*FAST, "trainer.max_epochs=1", "logger.mode=online")
+    with pytest.warns(UserWarning, match="W&B could not start online .*logging offline"):
+        metrics = train(cfg, tmp_path)
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "metrics.csv").is_file()
+    summary, _ = read_wandb_run(tmp_path)
+    assert summary["state"] == "finished"
+    assert summary["summary"]["test/map_at_r"] == pytest.approx(metrics["test/map_at_r"])
