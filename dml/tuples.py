@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dml.distances import positive_negative_masks
@@ -100,37 +101,56 @@ def sort_rows(values: Tensor) -> tuple[Tensor, Tensor]:
     return torch.gather(values, 1, cols), cols
 
 
+def sort_values(values: Tensor) -> Tensor:
+    """Each row ascending, values only: numpy's SIMD sort on CPU, several times torch's."""
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.sort(values.contiguous().numpy(), axis=1))
+    return values.sort(dim=1).values
+
+
 class NegativeWindow(NamedTuple):
     """Selected negatives per positive slot, as runs of each anchor's sorted negatives.
 
-    ``sorted``/``order`` are each anchor's negative distances ascending (+inf padding) and
-    their columns; slot (a, j) of :class:`PositiveSlots` owns sorted positions [lo, hi).
+    ``sorted`` holds each anchor's negative distances ascending (+inf padding); slot
+    (a, j) of :class:`PositiveSlots` owns sorted positions [lo, hi), which are exactly
+    the negatives with ``lower < d(a,n) < upper`` (bounds are +inf for empty slots).
     """
 
-    order: Tensor
     sorted: Tensor
     lo: Tensor
     hi: Tensor
+    lower: Tensor
+    upper: Tensor
     num_selected: int
 
-    def negative_counts(self, dtype: torch.dtype = torch.long) -> Tensor:
-        """How many windows of its anchor cover each (a, n), per original column (B×R)."""
-        rows, cols = self.sorted.shape
-        steps = torch.zeros(rows, cols + 1, dtype=dtype, device=self.lo.device)
-        steps.scatter_add_(1, self.lo, torch.ones_like(self.lo, dtype=dtype))
-        steps.scatter_add_(1, self.hi, torch.full_like(self.lo, -1, dtype=dtype))
-        covered = steps.cumsum(1)[:, :-1]
-        return torch.empty_like(covered).scatter_(1, self.order, covered)
+    def negative_counts(self, dist: Tensor, neg: Tensor, dtype: torch.dtype) -> Tensor:
+        """How many windows of its anchor cover each (a, n), per original column (B×R).
+
+        Counted in value space: #{j: lower_j < d} − #{j: upper_j <= d}. Both kinds of
+        bound go into one sorted row of 2K thresholds weighted +1 / −1 (an upper bound u
+        counts as "< d" through the float just below u), so one binary search per entry
+        and a prefix sum of the weights give the count; no argsort of B×R is needed.
+        """
+        nonempty = (self.hi > self.lo).to(dtype)
+        below_upper = torch.nextafter(self.upper, self.upper.new_tensor(-math.inf))
+        bounds, order = torch.cat([self.lower, below_upper], 1).sort(1)
+        steps = torch.gather(torch.cat([nonempty, -nonempty], 1), 1, order)
+        prefix = F.pad(steps.cumsum(1), (1, 0))
+        passed = torch.searchsorted(bounds.contiguous(), dist.detach().contiguous())
+        return torch.where(neg, torch.gather(prefix, 1, passed), 0)
 
     def run_sums(self) -> Tensor:
-        """Sum of each window's negative distances (B×K), accumulated in float64.
+        """Sum of each window's negative distances (B×K), as float64.
 
-        Prefix sums past an anchor's last negative are infinite, but windows end by then.
+        The prefix sums stay in the matrix's dtype: float64 cumsum over B×R costs 10-20×
+        more on CPU, and for float32 distances the mean loss it feeds moved by under 1e-8
+        (relative) at B = 1024. Prefix sums past an anchor's last negative are infinite,
+        but windows end by then.
         """
-        prefix = torch.cumsum(self.sorted, 1, dtype=torch.float64)
+        prefix = torch.cumsum(self.sorted, 1)
 
         def upto(end: Tensor) -> Tensor:
-            total = torch.gather(prefix, 1, (end - 1).clamp_min(0))
+            total = torch.gather(prefix, 1, (end - 1).clamp_min(0)).double()
             return torch.where(end > 0, total, 0.0)
 
         return upto(self.hi) - upto(self.lo)
@@ -217,20 +237,22 @@ class TripletSelection:
         """
         dist = dist.detach()
         cols, valid = self.slots
-        sorted_neg, order = sort_rows(torch.where(self.neg, dist, math.inf))
-        num_neg = self.neg.sum(1, keepdim=True).expand_as(cols)
+        sorted_neg = sort_values(torch.where(self.neg, dist, math.inf))
         ap = torch.gather(dist, 1, cols)
-        lo = torch.zeros_like(cols)
-        if self.low > -math.inf:
-            lo = torch.searchsorted(sorted_neg, ap + self.low, right=True)
-        hi = num_neg
-        if self.high < math.inf:
-            hi = torch.searchsorted(sorted_neg, ap + self.high, right=True).minimum(num_neg)
-        num_selected = int(((hi - lo).clamp_min(0) * valid).sum())
+        # Strict value bounds: lower < d(a,n) < upper. "d <= t" becomes "d < nextafter(t)".
+        lower = torch.full_like(ap, -math.inf) if self.low == -math.inf else ap + self.low
+        upper = torch.nextafter(ap + self.high, ap.new_tensor(math.inf))
+        lo = torch.searchsorted(sorted_neg, lower, right=True)
+        hi = torch.searchsorted(sorted_neg, upper)
+        num_selected = int(torch.where(valid, (hi - lo).clamp_min(0), 0).sum())
         if below < math.inf:
-            hi = hi.minimum(torch.searchsorted(sorted_neg, ap + below))
-        hi = torch.where(valid, hi.maximum(lo), lo)
-        return NegativeWindow(order, sorted_neg, lo, hi, num_selected)
+            upper = upper.minimum(ap + below)
+            hi = torch.searchsorted(sorted_neg, upper)
+        empty = ~valid | (hi <= lo)
+        hi = torch.where(empty, lo, hi)
+        lower = lower.masked_fill(empty, math.inf)
+        upper = upper.masked_fill(empty, math.inf)
+        return NegativeWindow(sorted_neg, lo, hi, lower, upper, num_selected)
 
     def pair_counts(self) -> tuple[Tensor, Tensor]:
         """How many selected triplets each (a, p) and each (a, n) pair belongs to (B×R)."""
@@ -241,7 +263,7 @@ class TripletSelection:
         window = self.window(self.dist)
         pos_count = torch.zeros(self.pos.shape, dtype=torch.long, device=self.pos.device)
         pos_count.scatter_add_(1, self.slots.cols, window.hi - window.lo)
-        return pos_count, window.negative_counts()
+        return pos_count, window.negative_counts(self.dist, self.neg, torch.long)
 
     def __len__(self) -> int:
         return 3
@@ -312,19 +334,22 @@ def to_triplets(mined: Mined) -> Triplets:
     return Triplets(a1[pos_index], p[pos_index], n[neg_index])
 
 
-def pair_counts(mined: Mined | None, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
-    """Multiplicity of each positive and each negative pair in ``mined`` (B×R long).
+def pair_counts(
+    mined: Mined | None, pos: Tensor, neg: Tensor, dtype: torch.dtype = torch.long
+) -> tuple[Tensor, Tensor]:
+    """Multiplicity of each positive and each negative pair in ``mined`` (B×R, ``dtype``).
 
     ``None`` means every pair of the batch. Pair losses reduce over these counts instead
-    of index lists, which keeps PML's weighting of repeated pairs and costs O(B·R).
+    of index lists, which keeps PML's weighting of repeated pairs and costs O(B·R); they
+    ask for their float dtype directly, which saves converting B×R integer matrices.
     """
     if mined is None:
-        return pos.long(), neg.long()
+        return pos.to(dtype), neg.to(dtype)
     if isinstance(mined, TripletSelection):
-        return mined.pair_counts()
+        return tuple(c.to(dtype) for c in mined.pair_counts())  # type: ignore[return-value]
     a1, p, a2, n = to_pairs(mined)
-    pos_count = torch.zeros(pos.shape, dtype=torch.long, device=pos.device)
+    pos_count = torch.zeros(pos.shape, dtype=dtype, device=pos.device)
     neg_count = torch.zeros_like(pos_count)
-    pos_count.index_put_((a1, p), torch.ones_like(a1), accumulate=True)
-    neg_count.index_put_((a2, n), torch.ones_like(a2), accumulate=True)
+    pos_count.index_put_((a1, p), torch.ones(len(a1), dtype=dtype, device=pos.device), True)
+    neg_count.index_put_((a2, n), torch.ones(len(a2), dtype=dtype, device=pos.device), True)
     return pos_count, neg_count

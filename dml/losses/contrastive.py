@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -54,15 +55,15 @@ class ContrastiveLoss(EmbeddingLoss):
         memory: References | None = None,
     ) -> LossOutput:
         mat, pos, neg = compare(self.distance, embeddings, labels, memory)
-        pos_count, neg_count = (c.to(mat.dtype) for c in pair_counts(mined, pos, neg))
+        pos_count, neg_count = pair_counts(mined, pos, neg, mat.dtype)
         pos_loss = F.relu(self.distance.margin_violation(mat, self.pos_margin))
         neg_loss = F.relu(self.distance.margin_violation(self.neg_margin, mat))
         if self.form == "hadsell":
             pos_loss = 0.5 * pos_loss.square()
             neg_loss = 0.5 * neg_loss.square()
         num_tuples = int(pos_count.sum() + neg_count.sum())
-        pos_active = pos_count * (pos_loss > 0)
-        neg_active = neg_count * (neg_loss > 0)
+        pos_active = torch.where(pos_loss > 0, pos_count, 0.0)
+        neg_active = torch.where(neg_loss > 0, neg_count, 0.0)
         num_active = int(pos_active.sum() + neg_active.sum())
         if self.form == "hadsell":
             if num_tuples == 0:

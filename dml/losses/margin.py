@@ -56,7 +56,7 @@ class MarginLoss(EmbeddingLoss):
             mined = TripletSelection(pos, neg)
         elif isinstance(mined, Pairs) or len(mined) == 4:
             mined = to_triplets(mined)
-        pos_count, neg_count = (c.to(mat.dtype) for c in pair_counts(mined, pos, neg))
+        pos_count, neg_count = pair_counts(mined, pos, neg, mat.dtype)
         # Each triplet contributes two terms, its (a, p) and its (a, n) hinge.
         num_tuples = int(pos_count.sum() + neg_count.sum())
         if num_tuples == 0:

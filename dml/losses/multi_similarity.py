@@ -41,8 +41,11 @@ class MultiSimilarityLoss(EmbeddingLoss):
         memory: References | None = None,
     ) -> LossOutput:
         mat, pos, neg = compare(self.distance, embeddings, labels, memory)
-        pos_count, neg_count = pair_counts(mined, pos, neg)
-        pos_mask, neg_mask = (pos_count > 0).to(mat.dtype), (neg_count > 0).to(mat.dtype)
+        if mined is None:
+            pos_mask, neg_mask = pos.to(mat.dtype), neg.to(mat.dtype)
+        else:
+            pos_count, neg_count = pair_counts(mined, pos, neg)
+            pos_mask, neg_mask = (pos_count > 0).to(mat.dtype), (neg_count > 0).to(mat.dtype)
         num_tuples = int(pos_mask.sum() + neg_mask.sum())
         if num_tuples == 0:
             return LossOutput(zero_loss(embeddings), 0, 0)

@@ -33,7 +33,7 @@ class NTXentLoss(EmbeddingLoss):
         memory: References | None = None,
     ) -> LossOutput:
         mat, pos, neg = compare(self.distance, embeddings, labels, memory)
-        pos_count, neg_count = (c.to(mat.dtype) for c in pair_counts(mined, pos, neg))
+        pos_count, neg_count = pair_counts(mined, pos, neg, mat.dtype)
         num_pos = int(pos_count.sum())
         if num_pos == 0 or neg_count.sum() == 0:
             return LossOutput(zero_loss(embeddings), num_pos, 0)

@@ -81,8 +81,8 @@ def sorted_hinge_sum(dist: Tensor, selection: TripletSelection, margin: float) -
 
     For slot (a, p) the active negatives are a run [lo, hi) of a's sorted negatives, so
     its summed loss is count·(d(a,p) + margin) minus a prefix-sum difference, and each
-    negative's gradient weight is minus the number of runs covering it. No tensor with
-    one entry per triplet is ever built.
+    negative's gradient weight is minus the number of runs covering it. One values-only
+    sort, binary searches and prefix sums: no tensor has one entry per triplet.
     """
     flat = dist.detach()
     cols, _ = selection.slots
@@ -90,8 +90,8 @@ def sorted_hinge_sum(dist: Tensor, selection: TripletSelection, margin: float) -
     count = window.hi - window.lo
     ap = torch.gather(flat, 1, cols).double()
     total = (count * (ap + margin)).sum() - window.run_sums().sum()
-    weight = window.negative_counts(flat.dtype).neg_()
-    weight.scatter_add_(1, cols, count.to(flat.dtype))
+    weight = torch.zeros_like(flat).scatter_add_(1, cols, count.to(flat.dtype))
+    weight -= window.negative_counts(flat, selection.neg, flat.dtype)
     return FusedSum(total, weight, window.num_selected, int(count.sum()))
 
 
