@@ -41,6 +41,13 @@ def test_mnist_class_split_tests_on_unseen_digits_of_the_test_file(tmp_path: Pat
     assert len(splits.test) == 18
 
 
+def test_mnist_class_split_needs_classes_on_both_sides(tmp_path: Path) -> None:
+    make_mnist_raw(tmp_path)
+    for bad in (0, 10):
+        with pytest.raises(DmlError, match=f"dataset.train_classes={bad} must lie between 1 and 9"):
+            mnist(tmp_path, split="classes", train_classes=bad).load()
+
+
 def test_mnist_transform_normalises_and_augments_training_only(tmp_path: Path) -> None:
     make_mnist_raw(tmp_path)
     tf = SmallImageTransforms(mean=[0.5], std=[0.25], degrees=30)
