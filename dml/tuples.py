@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dml.distances import positive_negative_masks
@@ -101,59 +100,18 @@ def sort_rows(values: Tensor) -> tuple[Tensor, Tensor]:
     return torch.gather(values, 1, cols), cols
 
 
-def sort_values(values: Tensor) -> Tensor:
-    """Each row ascending, values only: numpy's SIMD sort on CPU, several times torch's."""
-    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
-        return torch.from_numpy(np.sort(values.contiguous().numpy(), axis=1))
-    return values.sort(dim=1).values
+class Windows(NamedTuple):
+    """Per positive slot, the selected negatives it forms triplets with, in aggregate.
 
-
-class NegativeWindow(NamedTuple):
-    """Selected negatives per positive slot, as runs of each anchor's sorted negatives.
-
-    ``sorted`` holds each anchor's negative distances ascending (+inf padding); slot
-    (a, j) of :class:`PositiveSlots` owns sorted positions [lo, hi), which are exactly
-    the negatives with ``lower < d(a,n) < upper`` (bounds are +inf for empty slots).
+    ``count``/``total`` (B×K): how many, and the sum of their distances (float64);
+    ``coverage`` (B×R): for each negative pair, how many of its anchor's slots select it;
+    ``num_selected``: the selection's own triplet count, before any activity bound.
     """
 
-    sorted: Tensor
-    lo: Tensor
-    hi: Tensor
-    lower: Tensor
-    upper: Tensor
+    count: Tensor
+    total: Tensor
+    coverage: Tensor
     num_selected: int
-
-    def negative_counts(self, dist: Tensor, neg: Tensor, dtype: torch.dtype) -> Tensor:
-        """How many windows of its anchor cover each (a, n), per original column (B×R).
-
-        Counted in value space: #{j: lower_j < d} − #{j: upper_j <= d}. Both kinds of
-        bound go into one sorted row of 2K thresholds weighted +1 / −1 (an upper bound u
-        counts as "< d" through the float just below u), so one binary search per entry
-        and a prefix sum of the weights give the count; no argsort of B×R is needed.
-        """
-        nonempty = (self.hi > self.lo).to(dtype)
-        below_upper = torch.nextafter(self.upper, self.upper.new_tensor(-math.inf))
-        bounds, order = torch.cat([self.lower, below_upper], 1).sort(1)
-        steps = torch.gather(torch.cat([nonempty, -nonempty], 1), 1, order)
-        prefix = F.pad(steps.cumsum(1), (1, 0))
-        passed = torch.searchsorted(bounds.contiguous(), dist.detach().contiguous())
-        return torch.where(neg, torch.gather(prefix, 1, passed), 0)
-
-    def run_sums(self) -> Tensor:
-        """Sum of each window's negative distances (B×K), as float64.
-
-        The prefix sums stay in the matrix's dtype: float64 cumsum over B×R costs 10-20×
-        more on CPU, and for float32 distances the mean loss it feeds moved by under 1e-8
-        (relative) at B = 1024. Prefix sums past an anchor's last negative are infinite,
-        but windows end by then.
-        """
-        prefix = torch.cumsum(self.sorted, 1)
-
-        def upto(end: Tensor) -> Tensor:
-            total = torch.gather(prefix, 1, (end - 1).clamp_min(0)).double()
-            return torch.where(end > 0, total, 0.0)
-
-        return upto(self.hi) - upto(self.lo)
 
 
 class TripletSelection:
@@ -223,36 +181,69 @@ class TripletSelection:
             return Triplets(empty, empty.clone(), empty.clone())
         return Triplets(*torch.cat(parts, dim=1))
 
-    def window(self, dist: Tensor, below: float = math.inf) -> NegativeWindow:
-        """Each positive slot's selected negatives as one run of its anchor's sorted negatives.
+    def windows(
+        self, dist: Tensor, below: float = math.inf, dtype: torch.dtype | None = None
+    ) -> Windows:
+        """Count and sum each slot's selected negatives without touching a triplet.
 
-        For a fixed (a, p) every condition on the negative is a threshold on d(a,n), so one
-        sort per anchor turns the B·K·R triplet tests into B·K binary searches. ``below``
-        adds a loss's own activity test d(a,n) < d(a,p) + below. ``dist`` must be the
-        matrix the selection was made on when it is bounded (the loss checks).
+        For a fixed (a, p) every condition on the negative is a threshold on d(a,n): the
+        selection's bounds and, from a loss, ``d(a,n) < d(a,p) + below``. Each anchor's
+        K slots give at most 3K thresholds; one binary search puts every negative in a
+        bucket between them, and per-bucket histograms (counts and distance sums) answer
+        every slot's window as a difference of prefix sums. Cost O(B·R·log K), no sort,
+        no B×K×R tensor. ``dist`` must be the matrix a bounded selection was made on.
 
-        The bounds are compared as d(a,n) against d(a,p) + bound, where PML tests
+        Bounds are compared as d(a,n) against d(a,p) + bound, where PML tests
         d(a,n) − d(a,p) against the bound: a triplet within one rounding error of a bound
         may land on the other side, which moves a mean over N triplets by at most 1/N.
         """
-        dist = dist.detach()
+        dist = dist.detach().contiguous()
+        dtype = dist.dtype if dtype is None else dtype
         cols, valid = self.slots
-        sorted_neg = sort_values(torch.where(self.neg, dist, math.inf))
+        rows, num_refs = dist.shape
         ap = torch.gather(dist, 1, cols)
-        # Strict value bounds: lower < d(a,n) < upper. "d <= t" becomes "d < nextafter(t)".
-        lower = torch.full_like(ap, -math.inf) if self.low == -math.inf else ap + self.low
-        upper = torch.nextafter(ap + self.high, ap.new_tensor(math.inf))
-        lo = torch.searchsorted(sorted_neg, lower, right=True)
-        hi = torch.searchsorted(sorted_neg, upper)
-        num_selected = int(torch.where(valid, (hi - lo).clamp_min(0), 0).sum())
-        if below < math.inf:
-            upper = upper.minimum(ap + below)
-            hi = torch.searchsorted(sorted_neg, upper)
-        empty = ~valid | (hi <= lo)
-        hi = torch.where(empty, lo, hi)
-        lower = lower.masked_fill(empty, math.inf)
-        upper = upper.masked_fill(empty, math.inf)
-        return NegativeWindow(sorted_neg, lo, hi, lower, upper, num_selected)
+        inf = ap.new_tensor(math.inf)
+        # Every condition as "d < bound" or "d >= bound", with bound among the thresholds.
+        upper_sel = torch.nextafter(ap + self.high, inf) if self.high < math.inf else ap + inf
+        upper = upper_sel.minimum(ap + below) if below < math.inf else upper_sel
+        # An unbounded selection needs no threshold of its own: d < inf always holds.
+        thresholds = [upper, upper_sel] if below < math.inf and self.high < math.inf else [upper]
+        if self.low > -math.inf:
+            lower = torch.nextafter(ap + self.low, inf)  # d > ap + low  <=>  d >= lower
+            thresholds.append(lower)
+        bounds = torch.cat(thresholds, 1).sort(1).values.contiguous()
+        # bucket(d) = 1 + #{bounds <= d}, and a last bucket for non-negatives. Then
+        # d < u <=> bucket <= 1 + #{bounds < u}, d >= l <=> bucket > 1 + #{bounds < l}:
+        # slot j selects exactly the buckets (start_j, end_j].
+        num_buckets = bounds.shape[1] + 3
+        bucket = torch.searchsorted(bounds, dist, right=True).add_(1)
+        bucket.masked_fill_(~self.neg, num_buckets - 1)
+        start = torch.zeros_like(cols)
+        if self.low > -math.inf:
+            start = torch.searchsorted(bounds, lower) + 1
+        end_sel = torch.where(valid, torch.searchsorted(bounds, upper_sel) + 1, start)
+        end = torch.where(valid, torch.searchsorted(bounds, upper) + 1, start).maximum(start)
+        end_sel = end_sel.maximum(start)
+
+        flat = bucket + torch.arange(rows, device=dist.device).unsqueeze(1) * num_buckets
+        flat = flat.view(-1)
+        size = rows * num_buckets
+        counts = torch.bincount(flat, minlength=size).view(rows, num_buckets).cumsum(1)
+        sums = torch.bincount(flat, dist.view(-1), minlength=size).view(rows, num_buckets)
+        sums = sums.double().cumsum(1)
+        steps = torch.zeros(rows, num_buckets + 1, dtype=dtype, device=dist.device)
+        steps.scatter_add_(1, start + 1, torch.ones_like(ap, dtype=dtype))
+        steps.scatter_add_(1, end + 1, torch.full_like(ap, -1, dtype=dtype))
+
+        def between(table: Tensor, first: Tensor, last: Tensor) -> Tensor:
+            return torch.gather(table, 1, last) - torch.gather(table, 1, first)
+
+        return Windows(
+            count=between(counts, start, end),
+            total=between(sums, start, end),
+            coverage=torch.gather(steps.cumsum(1), 1, bucket),
+            num_selected=int(between(counts, start, end_sel).sum()),
+        )
 
     def pair_counts(self) -> tuple[Tensor, Tensor]:
         """How many selected triplets each (a, p) and each (a, n) pair belongs to (B×R)."""
@@ -260,10 +251,10 @@ class TripletSelection:
             num_pos = self.pos.sum(1, keepdim=True)
             num_neg = self.neg.sum(1, keepdim=True)
             return self.pos.long() * num_neg, self.neg.long() * num_pos
-        window = self.window(self.dist)
+        windows = self.windows(self.dist, dtype=torch.long)
         pos_count = torch.zeros(self.pos.shape, dtype=torch.long, device=self.pos.device)
-        pos_count.scatter_add_(1, self.slots.cols, window.hi - window.lo)
-        return pos_count, window.negative_counts(self.dist, self.neg, torch.long)
+        pos_count.scatter_add_(1, self.slots.cols, windows.count)
+        return pos_count, windows.coverage
 
     def __len__(self) -> int:
         return 3

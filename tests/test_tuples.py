@@ -116,7 +116,7 @@ def test_selection_window_and_counts_agree_with_listing(seed: int, bounds) -> No
         (a, n), torch.ones_like(a), accumulate=True
     )
     assert torch.equal(pos_count, expected_pos) and torch.equal(neg_count, expected_neg)
-    assert selection.window(dist).num_selected == len(a)
+    assert selection.windows(dist).num_selected == len(a)
 
 
 def test_pair_counts_of_listed_tuples_count_repeats() -> None:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from dml.distances import Distance, References, SquaredEuclideanDistance, compare
 from dml.losses.base import EmbeddingLoss, LossOutput, zero_loss
-from dml.losses.triplet import sorted_hinge_sum, with_gradient
+from dml.losses.triplet import windowed_hinge_sum, with_gradient
 from dml.tuples import Mined, TripletSelection, sort_rows
 
 
@@ -60,7 +60,7 @@ class LMNNLoss(EmbeddingLoss):
         if num_targets == 0:
             return LossOutput(zero_loss(embeddings), 0, 0)
         pull = torch.where(targets, dist, 0.0).sum()
-        push = sorted_hinge_sum(dist, TripletSelection(targets, neg), self.margin)
+        push = windowed_hinge_sum(dist, TripletSelection(targets, neg), self.margin)
         push_loss = with_gradient(dist, push.total, push.weight)
         loss = ((1 - self.push_weight) * pull + self.push_weight * push_loss) / num_targets
         return LossOutput(loss, push.num_tuples, push.num_active)

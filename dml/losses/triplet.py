@@ -24,7 +24,7 @@ class TripletLoss(EmbeddingLoss):
     softplus (log(1 + exp(·))), which never reaches zero and so keeps pushing easy triplets.
 
     With no miner, or a rule-based one (all, semi-hard, easy), the triplets are never
-    listed: see :func:`sorted_hinge_sum` and :func:`chunked_triplet_sum`.
+    listed: see :func:`windowed_hinge_sum` and :func:`chunked_triplet_sum`.
     """
 
     tuple_kind = "triplets"
@@ -49,7 +49,7 @@ class TripletLoss(EmbeddingLoss):
             mined = TripletSelection(pos, neg)
         if isinstance(mined, TripletSelection):
             if not self.soft and mined.measured_on(dist):
-                fused = sorted_hinge_sum(dist, mined, self.margin)
+                fused = windowed_hinge_sum(dist, mined, self.margin)
             else:
                 fused = chunked_triplet_sum(dist, mined, self.margin, self.soft)
             if fused.num_active == 0:
@@ -76,23 +76,23 @@ class FusedSum(NamedTuple):
     num_active: int
 
 
-def sorted_hinge_sum(dist: Tensor, selection: TripletSelection, margin: float) -> FusedSum:
+def windowed_hinge_sum(dist: Tensor, selection: TripletSelection, margin: float) -> FusedSum:
     """Σ max(0, d(a,p) − d(a,n) + margin) over a selection, in O(B·R·log R).
 
-    For slot (a, p) the active negatives are a run [lo, hi) of a's sorted negatives, so
-    its summed loss is count·(d(a,p) + margin) minus a prefix-sum difference, and each
-    negative's gradient weight is minus the number of runs covering it. One values-only
-    sort, binary searches and prefix sums: no tensor has one entry per triplet.
+    For slot (a, p) the active negatives are those below d(a,p) + margin (and inside the
+    selection's bounds), so its summed loss is count·(d(a,p) + margin) minus the sum of
+    their distances, and each negative's gradient weight is minus the number of slots
+    selecting it: all three come from :meth:`TripletSelection.windows`. No tensor has
+    one entry per triplet.
     """
     flat = dist.detach()
     cols, _ = selection.slots
-    window = selection.window(flat, below=margin)
-    count = window.hi - window.lo
+    windows = selection.windows(flat, below=margin)
     ap = torch.gather(flat, 1, cols).double()
-    total = (count * (ap + margin)).sum() - window.run_sums().sum()
-    weight = torch.zeros_like(flat).scatter_add_(1, cols, count.to(flat.dtype))
-    weight -= window.negative_counts(flat, selection.neg, flat.dtype)
-    return FusedSum(total, weight, window.num_selected, int(count.sum()))
+    total = (windows.count * (ap + margin)).sum() - windows.total.sum()
+    weight = torch.zeros_like(flat).scatter_add_(1, cols, windows.count.to(flat.dtype))
+    weight -= windows.coverage
+    return FusedSum(total, weight, windows.num_selected, int(windows.count.sum()))
 
 
 def chunked_triplet_sum(
