@@ -24,6 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,8 +45,10 @@ CAPACITY_Z = 4.0
 # matmul about twice as fast as tiles a full row wide; GPUs want bigger launches.
 CPU_TILE = 1024
 CUDA_TILE = 4096
-# The threshold sample is this many tiles.
-SAMPLE_TILES = 4
+# Tiles per strip: the selection works on a strip of tiles at once, which divides the
+# number of small torch calls (each a possible stall when other processes hold the cores)
+# while the strip still fits in cache. The threshold sample is the first strip of columns.
+STRIP_TILES = 4
 # Query = reference reuses each tile for its columns only when the candidate buffers of all
 # rows (which then live at once) fit in this; otherwise rows are done one block at a time.
 SYMMETRIC_BUFFER_BYTES = 2 * 2**30
@@ -105,6 +108,19 @@ def _matches(top_keys: Tensor, ref_labels: Tensor, labels: Tensor) -> Tensor:
     return (top_keys != _PAD) & (ref_labels[ref_index] == labels.unsqueeze(1))
 
 
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block, then restored."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
+
 def _padded(x: Tensor, length: int, fill: float) -> Tensor:
     extra = length - len(x)
     return torch.cat([x, x.new_full((extra, *x.shape[1:]), fill)]) if extra else x
@@ -116,8 +132,8 @@ def _flat_nonzero(mask: Tensor) -> Tensor:
     Few entries are True, so scanning it as int64 words, then only the words holding a
     True, reads it about 8 times faster than nonzero() on the bools themselves."""
     words = mask.view(torch.int64).view(-1).nonzero().squeeze(1)
-    word, bit = mask.view(-1, 8)[words].nonzero(as_tuple=True)
-    return words[word] * 8 + bit
+    word, bit = mask.view(-1, 8).index_select(0, words).nonzero(as_tuple=True)
+    return words.index_select(0, word) * 8 + bit
 
 
 class _TiledSearch:
@@ -166,21 +182,30 @@ class _TiledSearch:
             self.row_sq = _padded((p.query * p.query).sum(1), row_pad, math.inf)
             depth = p.depth
         self.row_depth = _padded(depth, len(self.row_x), 0)
-        self.sample_tiles = min(SAMPLE_TILES, ref_pad // t)
+        self.sample_tiles = min(STRIP_TILES, ref_pad // t)
         self.sample = min(n_ref, self.sample_tiles * t)
         self.sample_k = self._sample_k(self.row_depth)
         self.capacity = self._capacity()
         self.symmetric = (
             p.same_set and len(self.row_x) * self.capacity * 8 <= SYMMETRIC_BUFFER_BYTES
         )
-        self.work = torch.empty(t, t, device=device)
-        self.strip = torch.empty(t, self.sample_tiles * t, device=device)
-        self.mask = torch.empty(t * self.sample_tiles * t, dtype=torch.bool, device=device)
+        self.strip_tiles = min(STRIP_TILES, ref_pad // t)
+        self.strip = torch.empty(t * self.strip_tiles * t, device=device)
+        self.row_mask = torch.empty(t * self.strip_tiles * t, dtype=torch.bool, device=device)
+        self.col_mask = torch.empty_like(self.row_mask)
 
     def run(self) -> Iterator[RankedBlock]:
-        if self.n_rows * self.n_ref >= LOG_ABOVE_PAIRS:
-            self._log_estimate()
-        return self._symmetric() if self.symmetric else self._by_row_block()
+        """On CPU only the matmuls use torch's threads; everything else runs on one.
+
+        The selection is thousands of mid-sized torch calls, and a multi-threaded call
+        waits for its slowest thread: where other processes share the cores (a laptop, a
+        busy node) each such call can stall for a scheduler slice, which measured 5x
+        slower overall than one thread. The matmuls are few and long, so they keep them."""
+        self.matmul_threads = torch.get_num_threads()
+        with _threads(1 if self.row_x.device.type == "cpu" else self.matmul_threads):
+            if self.n_rows * self.n_ref >= LOG_ABOVE_PAIRS:
+                self._log_estimate()
+            yield from self._symmetric() if self.symmetric else self._by_row_block()
 
     def _sample_k(self, depth: Tensor) -> Tensor:
         """Which order statistic of the sample to use as each row's threshold.
@@ -201,8 +226,8 @@ class _TiledSearch:
 
     def _log_estimate(self) -> None:
         start = time.perf_counter()
-        probe = self._tile(0, 0)
-        _flat_nonzero(torch.le(probe, probe[:, :1], out=self._mask(probe.shape)))
+        probe = self._strip(0, 0, 1)
+        _flat_nonzero(torch.le(probe, probe[:, :1], out=self._mask(self.row_mask, *probe.shape)))
         if probe.is_cuda:
             torch.cuda.synchronize(probe.device)
         seconds_per_pair = (time.perf_counter() - start) / probe.numel()
@@ -220,30 +245,36 @@ class _TiledSearch:
 
     # Distances
 
-    def _tile_into(self, out: Tensor, row_x: Tensor, row_sq: Tensor, c0: int) -> None:
-        """(|x|² + |y|²) − 2·x·y, faiss' arithmetic, bitwise symmetric in x and y."""
-        t = self.tile
-        torch.add(row_sq.unsqueeze(1), self.col_sq[c0 : c0 + t].unsqueeze(0), out=out)
-        out.addmm_(row_x, self.col_x[c0 : c0 + t].T, alpha=-2.0)
+    def _distances_into(self, out: Tensor, row_x: Tensor, row_sq: Tensor, c0: int) -> None:
+        """(|x|² + |y|²) − 2·x·y against columns [c0, c0 + width), faiss' arithmetic and
+        bitwise symmetric in x and y; one fixed-shape matmul per tile."""
+        t, width = self.tile, out.shape[1]
+        torch.add(row_sq.unsqueeze(1), self.col_sq[c0 : c0 + width].unsqueeze(0), out=out)
+        with _threads(self.matmul_threads):
+            for j in range(0, width, t):
+                cols = slice(c0 + j, c0 + j + t)
+                out[:, j : j + t].addmm_(row_x, self.col_x[cols].T, alpha=-2.0)
 
-    def _tile(self, r0: int, c0: int) -> Tensor:
+    def _strip(self, r0: int, c0: int, tiles: int) -> Tensor:
+        """Rows [r0, r0 + tile) × columns [c0, c0 + tiles·tile).
+
+        The selection then works on the whole strip: fewer, larger torch calls, each of
+        which can stall when other processes hold the cores its threads wait on."""
         t = self.tile
-        self._tile_into(self.work, self.row_x[r0 : r0 + t], self.row_sq[r0 : r0 + t], c0)
-        return self.work
+        out = self.strip[: t * tiles * t].view(t, tiles * t)
+        self._distances_into(out, self.row_x[r0 : r0 + t], self.row_sq[r0 : r0 + t], c0)
+        return out
 
     def _sample_strip(self, r0: int) -> Tensor:
         """Rows [r0, r0 + tile) against the sample columns, never-neighbours at infinity."""
-        t = self.tile
-        rows = slice(r0, r0 + t)
-        for j in range(self.sample_tiles):
-            out = self.strip[:, j * t : (j + 1) * t]
-            self._tile_into(out, self.row_x[rows], self.row_sq[rows], j * t)
-        cols = slice(0, self.sample_tiles * t)
-        self._exclude(self.strip, rows, cols, self_possible=not self.symmetric or r0 < self.sample)
-        return self.strip
+        strip = self._strip(r0, 0, self.sample_tiles)
+        rows = slice(r0, r0 + self.tile)
+        cols = slice(0, strip.shape[1])
+        self._exclude(strip, rows, cols, self_possible=not self.symmetric or r0 < self.sample)
+        return strip
 
-    def _mask(self, shape: torch.Size) -> Tensor:
-        return self.mask[: shape[0] * shape[1]].view(shape)
+    def _mask(self, buffer: Tensor, rows: int, cols: int) -> Tensor:
+        return buffer[: rows * cols].view(rows, cols)
 
     # Thresholds and candidates
 
@@ -281,23 +312,30 @@ class _TiledSearch:
         transposed: bool = False,
         self_possible: bool = False,
     ) -> None:
-        """Append every pair of the tile at or below its row's threshold to the buffer.
+        """Append every pair of ``dist`` within its row's threshold to the buffer.
 
-        ``transposed``: the tile's columns are the rows being collected (query =
-        reference reads each tile twice). The comparison reads the tile transposed and
-        writes a contiguous mask, so hits still arrive grouped by row as the buffer needs."""
-        view = dist.T if transposed else dist
-        mask = torch.le(view, threshold.unsqueeze(1), out=self._mask(view.shape))
+        ``transposed``: the columns of ``dist`` are the rows being collected (query =
+        reference reads each strip twice). The comparison then runs in ``dist``'s own
+        layout and only the bool mask is transposed, which is several times cheaper than
+        comparing through a transposed view; hits arrive grouped by row either way."""
+        n_rows, n_cols = dist.shape
+        if transposed:
+            compared = torch.le(dist, threshold, out=self._mask(self.row_mask, n_rows, n_cols))
+            mask = self._mask(self.col_mask, n_cols, n_rows).copy_(compared.T)
+        else:
+            mask = torch.le(
+                dist, threshold.unsqueeze(1), out=self._mask(self.row_mask, n_rows, n_cols)
+            )
         flat = _flat_nonzero(mask)
-        width = view.shape[1]
+        width = mask.shape[1]
         rows, cols = flat // width, flat % width
-        values = dist[cols, rows] if transposed else dist.view(-1)[flat]
-        global_rows, global_cols = rows + r0, cols + c0
+        values = dist[cols, rows] if transposed else dist.reshape(-1).index_select(0, flat)
+        global_cols = cols + c0
         keep = None
         if self.p.same_set and self_possible:
-            keep = self.row_ids[global_rows] != self.col_ids[global_cols]
+            keep = self.row_ids[rows + r0] != self.col_ids[global_cols]
         if self.row_groups is not None and self.col_groups is not None:
-            other_group = self.row_groups[global_rows] != self.col_groups[global_cols]
+            other_group = self.row_groups[rows + r0] != self.col_groups[global_cols]
             keep = other_group if keep is None else keep & other_group
         if keep is not None:
             rows, global_cols, values = rows[keep], global_cols[keep], values[keep]
@@ -329,10 +367,9 @@ class _TiledSearch:
         for part in rows.split(t) if len(rows) else ():
             row_x = _padded(self.row_x[part], t, 0.0)
             row_sq = _padded(self.row_sq[part], t, math.inf)
-            dist = self.row_x.new_empty(len(part), self.n_ref)
-            for c0 in range(0, self.n_ref, t):
-                self._tile_into(self.work, row_x, row_sq, c0)
-                dist[:, c0 : c0 + t] = self.work[: len(part), : self.n_ref - c0]
+            dist = self.row_x.new_empty(t, len(self.col_x))
+            self._distances_into(dist, row_x, row_sq, 0)
+            dist = dist[: len(part), : self.n_ref]
             self._exclude(dist, part, slice(0, self.n_ref), self_possible=True)
             depth = self.row_depth[part]
             kth = torch.topk(dist, int(depth.max()), dim=1, largest=False, sorted=True).values
@@ -367,13 +404,19 @@ class _TiledSearch:
         for a in range(0, s, t):
             yield from self._finish(buffer, a, missed)
         for a in range(s, n, t):
-            for c in range(a, n, t):
-                dist = self._tile(a, c)
+            for c in range(a, n, self.strip_tiles * t):
+                tiles = min(self.strip_tiles, (n - c) // t)
+                strip = self._strip(a, c, tiles)
+                first = c
                 if c == a:
-                    dist.diagonal().fill_(math.inf)
-                else:
-                    self._collect(buffer, dist, c, threshold[c : c + t], a, transposed=True)
-                self._collect(buffer, dist, a, threshold[a : a + t], c)
+                    # Tile (a, a) is symmetric: the row pass alone covers it, less the diagonal.
+                    strip[:, :t].diagonal().fill_(math.inf)
+                    first = c + t
+                if first < c + tiles * t:
+                    others = strip[:, first - c :]
+                    column_threshold = threshold[first : c + tiles * t]
+                    self._collect(buffer, others, first, column_threshold, a, transposed=True)
+                self._collect(buffer, strip, a, threshold[a : a + t], c)
             yield from self._finish(buffer, a, missed)
         yield from self._exact(torch.cat(missed))
 
@@ -386,8 +429,10 @@ class _TiledSearch:
             strip = self._sample_strip(a)
             threshold = self._thresholds(strip, a)
             self._collect(buffer, strip, a, threshold, 0)
-            for c in range(s, len(self.col_x), t):
-                self._collect(buffer, self._tile(a, c), a, threshold, c, self_possible=True)
+            for c in range(s, len(self.col_x), self.strip_tiles * t):
+                tiles = min(self.strip_tiles, (len(self.col_x) - c) // t)
+                strip = self._strip(a, c, tiles)
+                self._collect(buffer, strip, a, threshold, c, self_possible=True)
             yield from self._finish(buffer, a, missed)
         yield from self._exact(torch.cat(missed))
 
@@ -425,8 +470,8 @@ class _Buffer:
         # An overflowing row writes its excess over its last slot: it is recomputed anyway.
         slot = (self.count[local] + rank).clamp_max_(self.capacity - 1)
         flat = local * self.capacity + slot
-        self.dist.view(-1)[flat] = dist
-        self.cols.view(-1)[flat] = cols.to(torch.int32)
+        self.dist.view(-1).index_copy_(0, flat, dist)
+        self.cols.view(-1).index_copy_(0, flat, cols.to(torch.int32))
         self.count[base : base + len(per_row)] += per_row
 
 
