@@ -19,8 +19,10 @@ speed, since a classic metric-learning fit on a small table takes tens of millis
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -88,20 +90,40 @@ def learner_config(choices: Mapping[str, str], values: Mapping[str, Any]) -> Dic
     those options (e.g. ``{"loss": "nca"}``) and ``values`` then sets dotted keys (e.g.
     ``{"loss.margin": 0.5}``), as command-line overrides would.
     """
+    root = copy.deepcopy(group_choices_config(tuple(sorted(choices.items()))))
+    for key, value in values.items():
+        top = key.split(".", 1)[0]
+        if top not in root:
+            raise DmlError(
+                f"config key {key!r} names nothing in train.yaml or its groups; "
+                f"its first part must be one of {', '.join(sorted(root))}"
+            )
+        OmegaConf.update(root, key, value, merge=True, force_add=True)
+    return root
+
+
+@lru_cache(maxsize=32)
+def group_choices_config(choices: tuple[tuple[str, str], ...]) -> DictConfig:
+    """train.yaml with the chosen options, read once per process and choice.
+
+    The files are package data, and parsing them costs more than a whole NCA fit on a
+    small table, which cross-validation repeats with the same choices.
+    """
+    chosen = dict(choices)
     with (conf_root() / "train.yaml").open() as handle:
         root = OmegaConf.load(handle)
-    unknown = set(choices) - {next(iter(e)) for e in root.defaults if isinstance(e, Mapping)}
+    unknown = set(chosen) - {next(iter(e)) for e in root.defaults if isinstance(e, Mapping)}
     if unknown:
         raise DmlError(f"train.yaml has no config group named {', '.join(sorted(unknown))}")
     for entry in root.pop("defaults"):
         if not isinstance(entry, Mapping):
             continue
         ((group, default),) = entry.items()
-        option = choices.get(group, default)
+        option = chosen.get(group, default)
         if group not in UNUSED_GROUPS and option is not None:
             root[group] = load_option(group, option)
-    for key, value in values.items():
-        OmegaConf.update(root, key, value, merge=True, force_add=True)
+    # The data arrives as arrays: only its shape is kept, which backbones interpolate.
+    root["dataset"] = {"input_shape": None}
     return root
 
 

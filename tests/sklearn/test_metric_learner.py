@@ -106,6 +106,8 @@ def test_components_come_from_the_dml_configs(iris: tuple[np.ndarray, np.ndarray
     assert lmnn.module_.loss_fn.k == 5
     with pytest.raises(DmlError, match="loss='nope' is not an option.*lmnn.*nca"):
         MetricLearner(loss="nope").fit(x, y)
+    with pytest.raises(DmlError, match="'lose.k' names nothing"):
+        MetricLearner(config={"lose.k": 5}).fit(x, y)
 
 
 def test_learner_config_equals_what_hydra_composes() -> None:
