@@ -155,11 +155,10 @@ def positive_negative_masks(
     diagonal of self-pairs to exclude.
     """
     refs = labels if ref_labels is None else torch.cat([labels, ref_labels])
-    same = same_label_mask(labels, refs)
-    idx = torch.arange(len(labels), device=labels.device)
-    pos = same.clone()
-    pos[idx, idx] = False
-    return pos, ~same
+    pos = same_label_mask(labels, refs)
+    neg = ~pos
+    pos.diagonal().fill_(False)
+    return pos, neg
 
 
 class References(NamedTuple):

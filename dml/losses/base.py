@@ -115,3 +115,25 @@ def check_labels_fit(labels: Tensor, num_classes: int, owner: str) -> None:
             f"{int(labels.max()) if int(labels.min()) >= 0 else int(labels.min())}; "
             "set loss.num_classes to the dataset's number of classes"
         )
+
+
+def with_gradient(dist: Tensor, value: Tensor, weight: Tensor) -> Tensor:
+    """``value`` (cast to dist's dtype) whose gradient with respect to ``dist`` is ``weight``."""
+    return _WithGradient.apply(dist, value.to(dist.dtype), weight)
+
+
+class _WithGradient(torch.autograd.Function):
+    """First-order only: losses that are sums of simple per-tuple terms compute their exact
+    derivative with respect to each distance themselves (counts for a hinge, slopes for a
+    smooth term), so autograd keeps neither a graph over millions of triplets nor the
+    B×R intermediates of a pair loss."""
+
+    @staticmethod
+    def forward(ctx, dist: Tensor, value: Tensor, weight: Tensor) -> Tensor:  # noqa: ARG004
+        ctx.save_for_backward(weight)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (weight,) = ctx.saved_tensors
+        return weight * grad, None, None

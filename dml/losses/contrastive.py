@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dml.distances import Distance, References, compare
-from dml.losses.base import EmbeddingLoss, LossOutput, zero_loss
+from dml.losses.base import EmbeddingLoss, LossOutput, with_gradient, zero_loss
 from dml.tuples import Mined, pair_counts
 
 
@@ -55,30 +54,42 @@ class ContrastiveLoss(EmbeddingLoss):
         memory: References | None = None,
     ) -> LossOutput:
         mat, pos, neg = compare(self.distance, embeddings, labels, memory)
-        pos_count, neg_count = pair_counts(mined, pos, neg, mat.dtype)
-        pos_loss = F.relu(self.distance.margin_violation(mat, self.pos_margin))
-        neg_loss = F.relu(self.distance.margin_violation(self.neg_margin, mat))
-        if self.form == "hadsell":
-            pos_loss = 0.5 * pos_loss.square()
-            neg_loss = 0.5 * neg_loss.square()
-        num_tuples = int(pos_count.sum() + neg_count.sum())
-        pos_active = torch.where(pos_loss > 0, pos_count, 0.0)
-        neg_active = torch.where(neg_loss > 0, neg_count, 0.0)
-        num_active = int(pos_active.sum() + neg_active.sum())
-        if self.form == "hadsell":
-            if num_tuples == 0:
-                return LossOutput(zero_loss(embeddings), 0, 0)
-            total = (pos_count * pos_loss).sum() + (neg_count * neg_loss).sum()
-            return LossOutput(total / num_tuples, num_tuples, num_active)
-        loss = _weighted_mean(pos_loss, pos_active, embeddings) + _weighted_mean(
-            neg_loss, neg_active, embeddings
+        flat = mat.detach()
+        # With no miner the counts are the masks themselves: bool passes are 4x cheaper.
+        pos_count, neg_count = (
+            (pos, neg) if mined is None else pair_counts(mined, pos, neg, mat.dtype)
         )
-        return LossOutput(loss, num_tuples, num_active)
+        num_tuples = int(pos_count.sum() + neg_count.sum())
+        if num_tuples == 0:
+            return LossOutput(zero_loss(embeddings), 0, 0)
+        # How far each pair is on the wrong side of its margin, in units of the matrix.
+        pos_excess = self.distance.margin_violation(flat, self.pos_margin)
+        neg_excess = self.distance.margin_violation(self.neg_margin, flat)
+        squared = self.form == "hadsell"
+        pos_on, pos_weighted, pos_sum = _active(pos_count, pos_excess, squared)
+        neg_on, neg_weighted, neg_sum = _active(neg_count, neg_excess, squared)
+        num_pos_on, num_neg_on = float(pos_on.sum()), float(neg_on.sum())
+        if self.form == "hadsell":
+            # ½e² per pair, one mean over all pairs; d(½e²)/de = e.
+            value = 0.5 * (pos_sum + neg_sum) / num_tuples
+            slope = (pos_weighted - neg_weighted) / num_tuples
+        else:
+            # e per pair, a mean over the active pairs of each side, the two summed.
+            value = pos_sum / max(num_pos_on, 1.0) + neg_sum / max(num_neg_on, 1.0)
+            slope = pos_on / max(num_pos_on, 1.0) - neg_on / max(num_neg_on, 1.0)
+        if self.distance.is_similarity:  # excess grows as the similarity falls
+            slope = -slope
+        loss = with_gradient(mat, value, slope)
+        return LossOutput(loss, num_tuples, int(num_pos_on + num_neg_on))
 
 
-def _weighted_mean(values: Tensor, weights: Tensor, anchor: Tensor) -> Tensor:
-    """Mean of ``values`` counted ``weights`` times each; a graph-attached zero if none."""
-    denominator = weights.sum()
-    if denominator == 0:
-        return zero_loss(anchor)
-    return (weights * values).sum() / denominator
+def _active(count: Tensor, excess: Tensor, squared: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One side's pairs: how often each counts where its margin is violated (0 elsewhere),
+    that times the violation e, and the summed loss Σ count·e (or Σ count·e², squared)."""
+    violated = excess > 0
+    if count.dtype == torch.bool:
+        on = (count & violated).to(excess.dtype)
+    else:
+        on = torch.where(violated, count, 0.0)
+    weighted = on * excess
+    return on, weighted, (weighted * excess if squared else weighted).sum()

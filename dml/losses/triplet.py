@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dml.distances import Distance, References, compare
-from dml.losses.base import EmbeddingLoss, LossOutput, mean_of_nonzero, zero_loss
+from dml.losses.base import (
+    EmbeddingLoss,
+    LossOutput,
+    mean_of_nonzero,
+    with_gradient,
+    zero_loss,
+)
 from dml.tuples import Mined, TripletSelection, to_triplets
 
 
@@ -126,24 +132,3 @@ def chunked_triplet_sum(
         weight[rows] = -slope.sum(1)
         weight[rows].scatter_add_(1, cols[rows], slope.sum(2))
     return FusedSum(total, weight, num_tuples, num_active)
-
-
-def with_gradient(dist: Tensor, value: Tensor, weight: Tensor) -> Tensor:
-    """``value`` (cast to dist's dtype) whose gradient with respect to ``dist`` is ``weight``."""
-    return _WithGradient.apply(dist, value.to(dist.dtype), weight)
-
-
-class _WithGradient(torch.autograd.Function):
-    """First-order only: the fused passes compute the exact derivative themselves (counts
-    for the hinge, sigmoid slopes for softplus), so autograd never holds a graph over
-    millions of triplets."""
-
-    @staticmethod
-    def forward(ctx, dist: Tensor, value: Tensor, weight: Tensor) -> Tensor:  # noqa: ARG004
-        ctx.save_for_backward(weight)
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (weight,) = ctx.saved_tensors
-        return weight * grad, None, None
