@@ -187,6 +187,11 @@ def compare(
     distance: Distance, embeddings: Tensor, labels: Tensor, memory: References | None = None
 ) -> Comparison:
     """Measure the batch against itself and ``memory``: the one place that layout is built."""
+    if embeddings.ndim != 2 or labels.shape != (len(embeddings),):
+        raise ValueError(
+            "expected embeddings of shape (batch, dim) and labels of shape (batch,), got "
+            f"{tuple(embeddings.shape)} and {tuple(labels.shape)}"
+        )
     if memory is None:
         mat = distance.pairwise(embeddings)
         pos, neg = positive_negative_masks(labels)

@@ -286,6 +286,18 @@ def all_triplets(labels: Tensor) -> Triplets:
     return TripletSelection(*positive_negative_masks(labels)).triplets
 
 
+def siamese_pairs(same: Tensor) -> Pairs:
+    """The pairs of a Siamese batch: embeddings stacked as [first members; second members].
+
+    Pair i joins row i with row N + i; ``same[i]`` says whether it is a similar pair. A
+    pair loss given these (and any labels of length 2N: it reads none) scores exactly the
+    stream's pairs, as in Hadsell et al., rather than every pair of the stacked batch.
+    """
+    index = torch.arange(len(same), device=same.device)
+    same = same.bool()
+    return Pairs(index[same], index[same] + len(same), index[~same], index[~same] + len(same))
+
+
 def to_pairs(mined: Mined) -> Pairs:
     """Pairs from triplets, as PML converts them: (a, p) and (a, n) once per triplet.
 

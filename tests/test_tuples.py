@@ -14,6 +14,7 @@ from dml.tuples import (
     all_triplets,
     pair_counts,
     positive_slots,
+    siamese_pairs,
     sort_rows,
     to_pairs,
     to_triplets,
@@ -142,3 +143,25 @@ def test_bounded_selection_needs_a_matrix() -> None:
     pos, neg = positive_negative_masks(torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="distance matrix"):
         TripletSelection(pos, neg, low=0.0)
+
+
+def test_siamese_pairs_score_only_the_stream_pairs() -> None:
+    from dml.losses.contrastive import ContrastiveLoss
+
+    same = torch.tensor([1, 0, 1])
+    pairs = siamese_pairs(same)
+    assert pairs.anchor_pos.tolist() == [0, 2] and pairs.positive.tolist() == [3, 5]
+    assert pairs.anchor_neg.tolist() == [1] and pairs.negative.tolist() == [4]
+    first = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    second = torch.tensor([[3.0, 4.0], [0.3, 0.4], [1.0, 1.0]])
+    out = ContrastiveLoss(0.0, 1.0).compute(torch.cat([first, second]), torch.arange(6), pairs)
+    # Hadsell: similar pairs ½·5² and ½·0², dissimilar pair ½·max(0, 1 − 0.5)²; mean of 3.
+    assert out.num_tuples == 3
+    assert out.loss.item() == pytest.approx((12.5 + 0.0 + 0.125) / 3)
+
+
+def test_mismatched_labels_are_a_clear_error() -> None:
+    from dml.losses.triplet import TripletLoss
+
+    with pytest.raises(ValueError, match=r"got \(4, 3\) and \(5,\)"):
+        TripletLoss()(torch.randn(4, 3), torch.arange(5))
