@@ -121,10 +121,10 @@ def safe_sqrt(sq: Tensor) -> Tensor:
 
 
 class _GuardedSqrt(torch.autograd.Function):
-    """sqrt(x), 0 at x <= SQRT_EPS, with d/dx = 1 / (2·sqrt(x)) there and 0 below.
+    """sqrt(x) with gradient 1 / (2·sqrt(x)); at x <= SQRT_EPS both are 0.
 
-    One function instead of clamp + sqrt + where halves the passes over a B×B matrix,
-    forward and backward, which is most of a pair loss's elementwise work.
+    Autograd's own sqrt would send an infinite gradient through zero distances (an
+    embedding and its duplicate); one Function also saves the clamp and where passes.
     """
 
     @staticmethod

@@ -79,11 +79,11 @@ def anchor_chunks(num_anchors: int, per_anchor: int) -> Iterator[slice]:
 def sort_rows(values: Tensor) -> tuple[Tensor, Tensor]:
     """Each row ascending, with the columns the values came from, like ``torch.sort(dim=1)``.
 
-    On CPU torch.sort is the largest cost of a fused triplet loss, about 5× slower than
-    numpy's SIMD sort of 64-bit integers. So float32 rows on CPU are sorted as integer
-    keys: the float's bit pattern, remapped so that integer order is float order, shifted
-    above the column index. Equal values then come out by column, as in a stable sort
-    (except that -0.0 sorts before +0.0, which no threshold search can tell apart).
+    LMNN ranks each anchor's positives with it to pick target neighbours. On CPU
+    torch.sort is about 4× slower than numpy's SIMD sort of 64-bit integers, so float32
+    rows on CPU are sorted as integer keys: the float's bit pattern, remapped so that
+    integer order is float order, shifted above the column index. Equal values then
+    come out by column, as in a stable sort (except that -0.0 sorts before +0.0).
     """
     num_cols = values.shape[1]
     if values.device.type != "cpu" or values.dtype != torch.float32 or num_cols > 1 << 31:
@@ -142,7 +142,7 @@ class TripletSelection:
     def measured_on(self, dist: Tensor) -> bool:
         """Whether the selection's rule was evaluated on exactly these distances.
 
-        Only then can a loss fold the rule into its own sorted pass; the check is one
+        Only then can a loss fold the rule into its own windowed pass; the check is one
         B×R comparison, cheap beside any triplet work.
         """
         return self.dist is None or torch.equal(self.dist, dist.detach())
@@ -200,7 +200,7 @@ class TripletSelection:
         dist = dist.detach().contiguous()
         dtype = dist.dtype if dtype is None else dtype
         cols, valid = self.slots
-        rows, num_refs = dist.shape
+        rows = dist.shape[0]
         ap = torch.gather(dist, 1, cols)
         inf = ap.new_tensor(math.inf)
         # Every condition as "d < bound" or "d >= bound", with bound among the thresholds.
