@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from dml.datasets.base import DatasetSource, DataSplits
@@ -29,7 +30,8 @@ class EmbeddingDataModule(pl.LightningDataModule):
         self.samples_per_class = samples_per_class
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        # Pinned memory only helps copies to a GPU.
+        self.pin_memory = pin_memory and torch.cuda.is_available()
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = seed
         self._splits: DataSplits | None = None
@@ -73,5 +75,8 @@ class EmbeddingDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.splits.val)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test set, or for query/gallery benchmarks (In-Shop) the queries, then the gallery."""
+        if self.splits.query is not None and self.splits.gallery is not None:
+            return [self._eval_loader(self.splits.query), self._eval_loader(self.splits.gallery)]
         return self._eval_loader(self.splits.test)

@@ -56,7 +56,7 @@ class EmbeddingModule(pl.LightningModule):
         self.normalize = normalize
         self.k_values = tuple(k_values)
         self.run_config = run_config or {}
-        self._eval_batches: list[tuple[Tensor, Tensor]] = []
+        self._eval_batches: list[tuple[Tensor, Tensor, int]] = []
         self._epoch_sums = torch.zeros(5, dtype=torch.float64)
         self._warned_empty = False
         self._last_train_loss: float | None = None
@@ -125,7 +125,14 @@ class EmbeddingModule(pl.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
+        """Reset the epoch's sums, and give the P×K sampler its epoch: Lightning only calls
+        ``set_epoch`` on ``batch_sampler.sampler``, so without this every epoch would replay
+        the same batches."""
         self._epoch_sums.zero_()
+        loader = self.trainer.train_dataloader
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if hasattr(batch_sampler, "set_epoch"):
+            batch_sampler.set_epoch(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
         loss_sum, tuples, active, norm_sum, steps = self._epoch_sums.tolist()
@@ -150,12 +157,15 @@ class EmbeddingModule(pl.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._collect(batch)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._collect(batch)
+    def test_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._collect(batch, dataloader_idx)
 
-    def _collect(self, batch: tuple[Tensor, Tensor]) -> None:
+    def _collect(self, batch: tuple[Tensor, Tensor], loader: int = 0) -> None:
+        """Loader 0 is the evaluated set (or the queries); loader 1, if any, the gallery."""
         x, labels = batch
-        self._eval_batches.append((self(x).detach(), labels))
+        self._eval_batches.append((self(x).detach(), labels, loader))
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val", clustering=False)
@@ -164,10 +174,23 @@ class EmbeddingModule(pl.LightningModule):
         self._log_evaluation("test", clustering=True)
 
     def _log_evaluation(self, prefix: str, clustering: bool) -> None:
-        embeddings = torch.cat([e for e, _ in self._eval_batches])
-        labels = torch.cat([y for _, y in self._eval_batches])
+        parts = [
+            (
+                torch.cat([e for e, _, i in self._eval_batches if i == loader]),
+                torch.cat([y for _, y, i in self._eval_batches if i == loader]),
+            )
+            for loader in sorted({i for _, _, i in self._eval_batches})
+        ]
         self._eval_batches = []
-        metrics = retrieval_metrics(embeddings, labels, k_values=self.k_values)
+        embeddings, labels = parts[0]
+        if len(parts) == 2:
+            # Query against gallery (In-Shop): the gallery is the reference set.
+            gallery, gallery_labels = parts[1]
+            metrics = retrieval_metrics(
+                embeddings, labels, gallery, gallery_labels, k_values=self.k_values
+            )
+        else:
+            metrics = retrieval_metrics(embeddings, labels, k_values=self.k_values)
         metrics.update(pair_distance_stats(embeddings, labels))
         if clustering:
             metrics.update(clustering_metrics(embeddings, labels))
@@ -205,7 +228,13 @@ class EmbeddingModule(pl.LightningModule):
                 experiment.summary["health/warning"] = warning
 
     def configure_optimizers(self) -> Any:
-        groups: list[dict[str, Any]] = [{"params": list(self.backbone.parameters())}]
+        """Backbones with ``param_groups`` (e.g. a head at a higher learning rate than the
+        trunk) shape their own groups; loss parameters (proxies) get theirs, at ``loss.lr``."""
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if hasattr(self.backbone, "param_groups") and base_lr is not None:
+            groups: list[dict[str, Any]] = self.backbone.param_groups(base_lr)
+        else:
+            groups = [{"params": list(self.backbone.parameters())}]
         loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
         if loss_params:
             group: dict[str, Any] = {"params": loss_params}

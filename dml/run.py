@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import Logger
 
+from dml.baseline import raw_input_baseline
 from dml.config_checks import check_config
 from dml.datamodule import EmbeddingDataModule
 from dml.errors import DmlError
@@ -178,12 +179,19 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
     interrupt = InterruptCheckpoint(run_dir)
     try:
         trainer = build_trainer(cfg, run_dir, loggers, extra=[interrupt])
+        baseline: dict[str, float] = {}
         if ckpt_path is None:
+            baseline = raw_input_baseline(
+                datamodule.splits, cfg.normalize_embeddings, list(cfg.eval.k_values)
+            )
+            for logger in loggers:
+                logger.log_metrics({**baseline, "epoch": 0})
             trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         trainer.test(module, datamodule=datamodule, verbose=False)
         history = loggers[0].rows
-        final = dict(history[max(history)])
+        raw = {k: v for k, v in history.get(0, {}).items() if k.startswith("test/raw_")}
+        final = {**raw, **history[max(history)]}
         write_json(run_dir / "metrics.json", final)
         if trainer.is_global_zero:
             log_plots(loggers, write_run_plots(run_dir, **module.snapshots))

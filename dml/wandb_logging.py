@@ -51,19 +51,28 @@ def build_wandb_logger(
     }
     if previous_id:
         kwargs.update(id=previous_id, resume="allow")
-    logger = build(cfg.logger, **kwargs)
+
+    def start(**extra: Any) -> tuple[WandbLogger, Any]:
+        logger = build(cfg.logger, **kwargs, **extra)
+        return logger, logger.experiment
+
     try:
-        experiment = logger.experiment
-    except wandb.errors.Error as exc:
-        if cfg.logger.get("mode") == "offline":
-            raise
+        logger, experiment = start()
+    except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        rank_zero_warn(
-            f"W&B could not start online ({reason}); logging offline to {run_dir}/wandb "
-            "instead. Upload later with `wandb sync`."
-        )
-        logger = build(cfg.logger, mode="offline", **kwargs)
-        experiment = logger.experiment
+        if isinstance(exc, wandb.errors.Error) and cfg.logger.get("mode") != "offline":
+            rank_zero_warn(
+                f"W&B could not start online ({reason}); logging offline to {run_dir}/wandb "
+                "instead. Upload later with `wandb sync`."
+            )
+            logger, experiment = start(mode="offline")
+        elif previous_id:
+            # A run killed mid-write can leave W&B unable to continue it: keep training.
+            rank_zero_warn(f"could not resume W&B run {previous_id} ({reason}); starting a new one")
+            del kwargs["id"], kwargs["resume"]
+            logger, experiment = start()
+        else:
+            raise
     save_wandb_id(run_dir, experiment.id)
     experiment.define_metric("epoch")
     for prefix in ("train", "val", "test"):

@@ -44,11 +44,15 @@ def test_resume_from_a_checkpoint_reaches_the_uninterrupted_result(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     # A constant learning rate, so stopping after 1 of 3 epochs changes no schedule.
-    settings = [*DETERMINISTIC, "logger=none", "scheduler=none"]
-    full = train(compose_cfg(*settings), tmp_path / "full")
+    settings = [*DETERMINISTIC, "scheduler=none"]
+    full = train(compose_cfg(*settings, "logger=none"), tmp_path / "full")
     partial_dir = tmp_path / "partial"
     train(compose_cfg(*settings, "trainer.max_epochs=1"), partial_dir)
+    first_id = (partial_dir / "wandb_run_id").read_text()
     resumed = train(compose_cfg(*settings, "resume=true"), partial_dir)
+    assert (partial_dir / "wandb_run_id").read_text() == first_id
+    run_files = list(partial_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 2 and all(first_id.strip() in p.name for p in run_files)
     assert resumed.keys() == full.keys()
     for key, value in full.items():
         assert resumed[key] == pytest.approx(value, abs=1e-6), key
@@ -56,6 +60,7 @@ def test_resume_from_a_checkpoint_reaches_the_uninterrupted_result(
     assert [line.split(",")[0] for line in rows[1:]] == ["0", "1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_hard_kill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     """SIGKILL once the first epoch's checkpoint exists, then `resume=true` in the same dir."""
     args = [*DETERMINISTIC, "trainer.max_epochs=4", "logger=wandb"]
