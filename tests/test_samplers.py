@@ -51,3 +51,40 @@ def test_infeasible_settings_fail_with_numbers_and_fix(
     with pytest.raises(DmlError, match=message.replace("(", r"\(")) as info:
         ClassBalancedBatchSampler(labels_with_counts(*counts), batch_size, k)
     assert "\n" not in str(info.value)
+
+
+def test_training_draws_new_batches_every_epoch() -> None:
+    """Lightning does not call set_epoch on a batch sampler itself; the module must."""
+    import pytorch_lightning as pl
+    from hydra import compose, initialize_config_module
+
+    from dml.run import build_datamodule, build_module
+
+    with initialize_config_module("dml.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "dataset=digits",
+                "backbone=mlp",
+                "data.batch_size=60",
+                "data.samples_per_class=6",
+            ],
+        )
+    first_batches: list[list[int]] = []
+
+    class FirstBatch(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
+            if batch_idx == 0:
+                first_batches.append(batch[1].tolist())
+
+    trainer = pl.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        callbacks=[FirstBatch()],
+    )
+    trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
+    assert len(first_batches) == 3
+    assert first_batches[0] != first_batches[1] != first_batches[2]
