@@ -219,10 +219,30 @@ def test_groups_exclude_the_query_group() -> None:
     assert_close(got, expected)
 
 
-def test_no_relevant_item_anywhere_gives_nan() -> None:
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_no_relevant_item_anywhere_gives_nan(backend: str) -> None:
+    if backend == "faiss":
+        pytest.importorskip("faiss")
     x, _ = gaussian(10, 3, 2, seed=0)
-    got = retrieval_metrics(x, np.arange(10))
+    got = retrieval_metrics(x, np.arange(10), backend=backend)
     assert all(math.isnan(v) for v in got.values())
+
+
+def test_busy_cpu_search_runs_on_one_thread_and_restores_the_setting(monkeypatch) -> None:
+    seen = []
+    real_topk = torch.topk
+
+    def spying_topk(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_topk(*args, **kwargs)
+
+    monkeypatch.setattr(neighbours.os, "getloadavg", lambda: (1000.0, 0.0, 0.0))
+    monkeypatch.setattr(neighbours.torch, "topk", spying_topk)
+    before = torch.get_num_threads()
+    x, y = gaussian(100, 4, 5, seed=0)
+    retrieval_metrics(x, y)
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize(

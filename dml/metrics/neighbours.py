@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,6 +109,25 @@ def _matches(top_keys: Tensor, ref_labels: Tensor, labels: Tensor) -> Tensor:
     return (top_keys != _PAD) & (ref_labels[ref_index] == labels.unsqueeze(1))
 
 
+def _search_threads(device: torch.device) -> int:
+    """torch's thread count, or 1 when more processes want the CPU than it has cores.
+
+    The search is thousands of mid-sized torch calls, and a multi-threaded call waits for
+    its slowest thread; when the cores are oversubscribed (load average above the cores
+    this process may use), each call can stall for a scheduler slice. Measured at N=50k
+    on a shared 2-core machine (load 3-5): 140 s with 2 threads, 28 s with 1; on 2 idle
+    cores: 11.6 s with 2 threads, 17.7 s with 1."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        return threads
+    try:
+        busy = os.getloadavg()[0] > len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        busy = False
+    log.debug("Retrieval neighbour search on %d thread(s).", 1 if busy else threads)
+    return 1 if busy else threads
+
+
 @contextmanager
 def _threads(n: int) -> Iterator[None]:
     """torch's intra-op thread count set to ``n`` for the block, then restored."""
@@ -144,8 +164,8 @@ class _TiledSearch:
     its kernel, hence its rounding, by shape, and copies of a point must get bitwise equal
     distances to tie exactly wherever they sit. So both sides are padded to whole tiles;
     padding has infinite norm, hence infinite distance, and thresholds stay finite, so
-    padding is never a candidate. Tile-sized work buffers are allocated once: a fresh
-    allocation per tile costs page faults comparable to the comparison itself."""
+    padding is never a candidate. Strip-sized work buffers are allocated once: a fresh
+    allocation per strip costs page faults comparable to the comparison itself."""
 
     def __init__(self, p: Problem, tile: int) -> None:
         self.p = p
@@ -182,27 +202,19 @@ class _TiledSearch:
             self.row_sq = _padded((p.query * p.query).sum(1), row_pad, math.inf)
             depth = p.depth
         self.row_depth = _padded(depth, len(self.row_x), 0)
-        self.sample_tiles = min(STRIP_TILES, ref_pad // t)
-        self.sample = min(n_ref, self.sample_tiles * t)
+        self.strip_tiles = min(STRIP_TILES, ref_pad // t)
+        self.sample = min(n_ref, self.strip_tiles * t)
         self.sample_k = self._sample_k(self.row_depth)
         self.capacity = self._capacity()
         self.symmetric = (
             p.same_set and len(self.row_x) * self.capacity * 8 <= SYMMETRIC_BUFFER_BYTES
         )
-        self.strip_tiles = min(STRIP_TILES, ref_pad // t)
         self.strip = torch.empty(t * self.strip_tiles * t, device=device)
         self.row_mask = torch.empty(t * self.strip_tiles * t, dtype=torch.bool, device=device)
         self.col_mask = torch.empty_like(self.row_mask)
 
     def run(self) -> Iterator[RankedBlock]:
-        """On CPU only the matmuls use torch's threads; everything else runs on one.
-
-        The selection is thousands of mid-sized torch calls, and a multi-threaded call
-        waits for its slowest thread: where other processes share the cores (a laptop, a
-        busy node) each such call can stall for a scheduler slice, which measured 5x
-        slower overall than one thread. The matmuls are few and long, so they keep them."""
-        self.matmul_threads = torch.get_num_threads()
-        with _threads(1 if self.row_x.device.type == "cpu" else self.matmul_threads):
+        with _threads(_search_threads(self.row_x.device)):
             if self.n_rows * self.n_ref >= LOG_ABOVE_PAIRS:
                 self._log_estimate()
             yield from self._symmetric() if self.symmetric else self._by_row_block()
@@ -250,10 +262,9 @@ class _TiledSearch:
         bitwise symmetric in x and y; one fixed-shape matmul per tile."""
         t, width = self.tile, out.shape[1]
         torch.add(row_sq.unsqueeze(1), self.col_sq[c0 : c0 + width].unsqueeze(0), out=out)
-        with _threads(self.matmul_threads):
-            for j in range(0, width, t):
-                cols = slice(c0 + j, c0 + j + t)
-                out[:, j : j + t].addmm_(row_x, self.col_x[cols].T, alpha=-2.0)
+        for j in range(0, width, t):
+            cols = slice(c0 + j, c0 + j + t)
+            out[:, j : j + t].addmm_(row_x, self.col_x[cols].T, alpha=-2.0)
 
     def _strip(self, r0: int, c0: int, tiles: int) -> Tensor:
         """Rows [r0, r0 + tile) × columns [c0, c0 + tiles·tile).
@@ -267,7 +278,7 @@ class _TiledSearch:
 
     def _sample_strip(self, r0: int) -> Tensor:
         """Rows [r0, r0 + tile) against the sample columns, never-neighbours at infinity."""
-        strip = self._strip(r0, 0, self.sample_tiles)
+        strip = self._strip(r0, 0, self.strip_tiles)
         rows = slice(r0, r0 + self.tile)
         cols = slice(0, strip.shape[1])
         self._exclude(strip, rows, cols, self_possible=not self.symmetric or r0 < self.sample)
@@ -391,7 +402,7 @@ class _TiledSearch:
         First every row block meets the sample (the first columns), which sets its
         threshold; the sample rows' own thresholds come first, so those strips also serve
         the sample rows, transposed. Then the remaining tiles, one row block at a time."""
-        n, t, s = len(self.row_x), self.tile, self.sample_tiles * self.tile
+        n, t, s = len(self.row_x), self.tile, self.strip_tiles * self.tile
         buffer = _Buffer(n, self.capacity, self.row_x.device)
         threshold = self.row_x.new_empty(n)
         missed: list[Tensor] = []
@@ -421,7 +432,7 @@ class _TiledSearch:
         yield from self._exact(torch.cat(missed))
 
     def _by_row_block(self) -> Iterator[RankedBlock]:
-        t, s = self.tile, self.sample_tiles * self.tile
+        t, s = self.tile, self.strip_tiles * self.tile
         buffer = _Buffer(t, self.capacity, self.row_x.device)
         missed: list[Tensor] = []
         for a in range(0, len(self.row_x), t):
@@ -493,7 +504,7 @@ def _faiss_ranked(p: Problem) -> Iterator[RankedBlock]:
     n_ref = len(p.reference)
     wanted = (p.depth > 0).nonzero().squeeze(1)
     k_max = min(n_ref, int(p.depth.max()) + extra) if len(wanted) else 1
-    for part in wanted.split(max(1, BLOCK_BYTES // (12 * k_max))):
+    for part in wanted.split(max(1, BLOCK_BYTES // (12 * k_max))) if len(wanted) else ():
         k = min(n_ref, int(p.depth[part].max()) + extra)
         dist, index_ = index.search(p.query[part].cpu().contiguous().numpy(), k)
         dist = torch.from_numpy(dist).to(device)
