@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dml.distances import CosineSimilarity, safe_sqrt
+from dml.distances import CosineSimilarity, Distance, safe_sqrt
+from dml.errors import DmlError
 from dml.losses.base import LossOutput
 from dml.losses.proxy import ProxyLoss
 
@@ -19,9 +20,11 @@ class ArcFaceLoss(ProxyLoss):
     The target class's logit is cos(θ + m) instead of cos θ, so a sample must sit m
     radians closer to its class weight than to any other to win. Past θ = π − m,
     cos(θ + m) would turn back up, so cos θ − m·sin m keeps the logit decreasing.
-    ``margin`` is in degrees, as in PML. Equals PML's ArcFaceLoss in value and gradient;
-    cos(θ + m) is expanded as cos θ·cos m − sin θ·sin m with a guarded sqrt, so a
-    sample exactly on its class weight gets a zero gradient where PML's acos gives NaN.
+    ``margin`` is in degrees, as in PML. The distance is always cosine (the key exists so
+    that miner configs, which copy ``${loss.distance}``, compose). Equals PML's
+    ArcFaceLoss in value and gradient; cos(θ + m) is expanded as cos θ·cos m − sin θ·sin m
+    with a guarded sqrt, so a sample exactly on its class weight gets a zero gradient
+    where PML's acos gives NaN.
     """
 
     def __init__(
@@ -31,7 +34,13 @@ class ArcFaceLoss(ProxyLoss):
         margin: float = 28.6,
         scale: float = 64.0,
         lr: float | None = 0.01,
+        distance: Distance | None = None,
     ) -> None:
+        if distance is not None and not isinstance(distance, CosineSimilarity):
+            raise DmlError(
+                f"ArcFaceLoss measures angles, so its distance must be CosineSimilarity, "
+                f"not {type(distance).__name__}: set loss.distance._target_ accordingly"
+            )
         super().__init__(num_classes, embedding_dim, lr, CosineSimilarity(), nn.init.normal_)
         self.margin = margin
         self.scale = scale

@@ -105,3 +105,11 @@ def test_single_sample_classes_still_train(cls) -> None:
     out = cls(num_classes=4, embedding_dim=6).compute(x, torch.arange(4))
     out.loss.backward()
     assert out.loss.item() > 0 and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_arcface_accepts_only_cosine() -> None:
+    from dml.distances import CosineSimilarity, EuclideanDistance
+
+    ArcFaceLoss(3, 4, distance=CosineSimilarity())
+    with pytest.raises(DmlError, match="must be CosineSimilarity, not EuclideanDistance"):
+        ArcFaceLoss(3, 4, distance=EuclideanDistance())
