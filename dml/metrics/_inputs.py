@@ -44,6 +44,14 @@ def embeddings(name: str, value: ArrayLike) -> Tensor:
         raise DmlError(
             f"{name} has NaN or infinite values in {int(bad.sum())} rows (first: row {first})"
         )
+    # Beyond this magnitude a squared distance overflows float32 to infinity.
+    limit = (torch.finfo(torch.float32).max / (4 * x.shape[1])) ** 0.5
+    largest = float(x.abs().max())
+    if largest > limit:
+        raise DmlError(
+            f"{name} has values up to {largest:.3g}; squared distances would overflow float32 "
+            f"(limit {limit:.3g} at dimension {x.shape[1]}); rescale the embeddings"
+        )
     return x
 
 
