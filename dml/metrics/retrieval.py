@@ -59,7 +59,7 @@ def retrieval_metrics(
     ``tile`` sets the rows per distance tile, which only changes speed and memory.
     """
     q = _inputs.embeddings("query", query)
-    ql = _inputs.integer_ids("query_labels", query_labels, len(q))
+    ql = _inputs.integer_ids("query_labels", query_labels, len(q)).to(q.device)
     same_set = reference is None
     if same_set:
         if reference_labels is not None:
@@ -76,7 +76,7 @@ def retrieval_metrics(
             )
     ks = _inputs.k_values(k_values)
     qg, rg = _groups(query_groups, reference_groups, len(q), len(r), same_set, q.device)
-    ql, rl = _renumber(ql.to(q.device), rl)
+    ql, rl = _renumber(ql, rl)
     relevant = _relevant_counts(ql, rl, qg, rg, same_set)
     most = len(r) - 1 if same_set else len(r)
     depth = torch.where(relevant > 0, relevant.clamp_min(max(ks)).clamp_max(most), 0)
