@@ -146,6 +146,7 @@ def build_trainer(
             auto_insert_metric_name=False,
         ),
         *(extra or []),
+        *(build(node) for node in (cfg.get("callbacks") or {}).values()),
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(LossProgressBar(leave=True))
