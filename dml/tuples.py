@@ -100,6 +100,26 @@ def sort_rows(values: Tensor) -> tuple[Tensor, Tensor]:
     return torch.gather(values, 1, cols), cols
 
 
+# Up to this many thresholds per row, counting them column by column beats a binary search.
+FEW_THRESHOLDS = 32
+
+
+def bucket_of(values: Tensor, bounds: Tensor) -> Tensor:
+    """#{bounds[i, :] <= values[i, j]} for every entry (int64), like searchsorted(right=True).
+
+    With few sorted bounds per row, one vectorised comparison per bound column, summed in
+    uint8, runs about twice as fast as torch.searchsorted, whose binary search mispredicts
+    on distances clustered around the bounds. The loop is over bound columns (at most
+    FEW_THRESHOLDS), each step covering every entry; more bounds use the binary search.
+    """
+    if bounds.shape[1] > FEW_THRESHOLDS:
+        return torch.searchsorted(bounds, values, right=True)
+    count = torch.zeros(values.shape, dtype=torch.uint8, device=values.device)
+    for column in bounds.T:
+        count += column.unsqueeze(1) <= values
+    return count.long()
+
+
 class Windows(NamedTuple):
     """Per positive slot, the selected negatives it forms triplets with, in aggregate.
 
@@ -206,8 +226,14 @@ class TripletSelection:
         # Every condition as "d < bound" or "d >= bound", with bound among the thresholds.
         upper_sel = torch.nextafter(ap + self.high, inf) if self.high < math.inf else ap + inf
         upper = upper_sel.minimum(ap + below) if below < math.inf else upper_sel
-        # An unbounded selection needs no threshold of its own: d < inf always holds.
-        thresholds = [upper, upper_sel] if below < math.inf and self.high < math.inf else [upper]
+        # An unbounded selection needs no threshold of its own (d < inf always holds), and
+        # one whose bound is the loss's margin differs from it only at d = d(a,p) + margin
+        # exactly: such a triplet has zero loss, and leaving it out of num_selected (a
+        # health count) saves K thresholds per anchor.
+        if below == self.high:
+            upper_sel = upper
+        separate = below < math.inf and self.high < math.inf and self.high != below
+        thresholds = [upper, upper_sel] if separate else [upper]
         if self.low > -math.inf:
             lower = torch.nextafter(ap + self.low, inf)  # d > ap + low  <=>  d >= lower
             thresholds.append(lower)
@@ -216,7 +242,7 @@ class TripletSelection:
         # d < u <=> bucket <= 1 + #{bounds < u}, d >= l <=> bucket > 1 + #{bounds < l}:
         # slot j selects exactly the buckets (start_j, end_j].
         num_buckets = bounds.shape[1] + 3
-        bucket = torch.searchsorted(bounds, dist, right=True).add_(1)
+        bucket = bucket_of(dist, bounds).add_(1)
         bucket.masked_fill_(~self.neg, num_buckets - 1)
         start = torch.zeros_like(cols)
         if self.low > -math.inf:

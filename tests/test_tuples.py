@@ -12,6 +12,7 @@ from dml.tuples import (
     TripletSelection,
     all_pairs,
     all_triplets,
+    bucket_of,
     pair_counts,
     positive_slots,
     siamese_pairs,
@@ -165,3 +166,13 @@ def test_mismatched_labels_are_a_clear_error() -> None:
 
     with pytest.raises(ValueError, match=r"got \(4, 3\) and \(5,\)"):
         TripletLoss()(torch.randn(4, 3), torch.arange(5))
+
+
+@pytest.mark.parametrize("num_bounds", [1, 7, 32, 33, 80])
+def test_bucket_of_equals_searchsorted(num_bounds: int) -> None:
+    g = torch.Generator().manual_seed(num_bounds)
+    values = torch.randn(30, 50, generator=g).round(decimals=1)
+    bounds = torch.randn(30, num_bounds, generator=g).round(decimals=1).sort(1).values
+    bounds[0] = math.inf
+    expected = torch.searchsorted(bounds.contiguous(), values, right=True)
+    assert torch.equal(bucket_of(values, bounds), expected)
