@@ -53,9 +53,12 @@ def test_equals_pml_with_pml_miners(case: str, distance: str) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("soft", [False, True])
-def test_fused_semihard_equals_pml_on_listed_triplets(case: str, soft: bool) -> None:
+@pytest.mark.parametrize("miner_margin", [0.3, 0.4, 0.2])
+def test_fused_semihard_equals_pml_on_listed_triplets(
+    case: str, soft: bool, miner_margin: float
+) -> None:
     x, labels = make_batch(case, seed=5)
-    selection = SemiHardMiner(0.4)(x, labels)
+    selection = SemiHardMiner(miner_margin)(x, labels)
     listed = Triplets(*selection)
     ours = TripletLoss(0.3, soft)
     theirs = pml_losses.TripletMarginLoss(0.3, smooth_loss=soft, distance=pml_distance("euclidean"))
