@@ -55,7 +55,9 @@ def plain_epoch(cfg: DictConfig, epochs: int) -> float:
     pl.seed_everything(cfg.seed, verbose=False)
     module, datamodule = build_module(cfg), build_datamodule(cfg)
     datamodule.setup("fit")
-    optimizer = module.configure_optimizers()
+    configured = module.configure_optimizers()
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    scheduler = configured.get("lr_scheduler") if isinstance(configured, dict) else None
     loader = datamodule.train_dataloader()
     module.train()
     elapsed = 0.0
@@ -69,6 +71,8 @@ def plain_epoch(cfg: DictConfig, epochs: int) -> float:
             loss = module.loss_fn(embeddings, labels, mined)
             loss.backward()
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         elapsed = time.perf_counter() - start
     return elapsed
 
