@@ -1,7 +1,8 @@
 """Soak test: many short runs, SIGKILLed at random moments, then resumed until they finish.
 
-Checks afterwards that every run directory holds a loadable last.ckpt and a complete
-metrics.json. Prints a Markdown table of what happened.
+Checks afterwards that every run directory holds a loadable last.ckpt, a complete
+metrics.json and a single W&B (offline) run id across all its resumes. Prints a Markdown
+table of what happened.
 Run: python scripts/soak.py --jobs 50 --out /tmp/dml-soak
 """
 
@@ -25,7 +26,7 @@ SETTINGS = [
     "dataset=digits",
     "backbone=mlp",
     "trainer.max_epochs=3",
-    "logger=none",
+    "logger=wandb",
     "trainer.enable_progress_bar=false",
     "data.batch_size=60",
     "data.samples_per_class=6",
@@ -64,6 +65,7 @@ def main() -> None:
         "finished": 0,
         "corrupt or missing last.ckpt": 0,
         "missing or bad metrics.json": 0,
+        "more than one W&B run id": 0,
     }
     start = time.time()
     for job in range(args.jobs):
@@ -76,15 +78,25 @@ def main() -> None:
         )
         if run_once(base, kill_after):
             counts["killed"] += 1
-        for _ in range(5):
+        for attempt in range(6):
             if (run_dir / "metrics.json").is_file():
                 break
+            # Resumes are killed too, less and less often, so a job can die several times.
+            kill_again = (
+                rng.uniform(1.0, args.max_kill_seconds)
+                if attempt < 4 and rng.random() < args.kill_probability / (attempt + 2)
+                else None
+            )
             if (run_dir / "checkpoints" / "last.ckpt").is_file():
                 counts["resumed from checkpoint"] += 1
-                run_once([*base, "resume=true"], None)
+                killed = run_once([*base, "resume=true"], kill_again)
             else:
                 counts["restarted (killed before a checkpoint)"] += 1
-                run_once(base, None)
+                killed = run_once(base, kill_again)
+            counts["killed"] += int(killed)
+        run_ids = {path.name.rsplit("-", 1)[-1] for path in run_dir.glob("wandb/offline-run-*")}
+        if len(run_ids) > 1:
+            counts["more than one W&B run id"] += 1
         try:
             load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         except DmlError:

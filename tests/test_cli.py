@@ -194,3 +194,18 @@ def test_eval_and_embed_a_trained_checkpoint(tmp_path: Path) -> None:
     missing = dml("eval", "ckpt_path=nope.ckpt", "hydra.run.dir=eval2", cwd=tmp_path)
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert "error: checkpoint nope.ckpt does not exist" in missing.stderr
+
+
+def test_unwritable_output_directory_fails_at_start_with_the_path(tmp_path: Path) -> None:
+    # chmod does not stop root, so use a place where no one can create a directory:
+    # sysfs refuses new directories (EPERM).
+    for setting, extra in (("hydra.run.dir", ()), ("hydra.sweep.dir", ("-m",))):
+        target = "/sys/dml_cannot_write_here"
+        result = dml("train", *extra, *QUICK, "logger=none", f"{setting}={target}", cwd=tmp_path)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(error_lines) == 1, result.stderr
+        assert f"cannot write the output directory {target}" in error_lines[0]
+        assert f"{setting}=PATH" in error_lines[0]
+        assert not (tmp_path / "outputs").exists()
