@@ -46,7 +46,7 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
         from hydra.types import RunMode
 
         from dml.compare import write_failure_marker
-        from dml.errors import DmlError
+        from dml.errors import DmlError, one_line
 
         hydra_cfg = HydraConfig.get()
         try:
@@ -54,7 +54,7 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
         except Exception as exc:
             write_failure_marker(Path(hydra_cfg.runtime.output_dir), exc)
             line = (
-                f"error: {exc}"
+                f"error: {one_line(exc)}"
                 if isinstance(exc, DmlError)
                 else f"error: {type(exc).__name__}: {exc}"
             )

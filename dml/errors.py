@@ -6,3 +6,15 @@ class DmlError(Exception):
 
     The CLI prints it as a single line and exits non-zero, instead of a traceback.
     """
+
+
+def one_line(error: DmlError) -> str:
+    """The message alone, also when a DataLoader worker re-raised the error.
+
+    A worker's error comes back as ``DmlError("Caught DmlError in DataLoader worker ...
+    Original Traceback ...: <message>")``; the user needs only the last part.
+    """
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split("DmlError: ", 1)[-1]
+    return text
