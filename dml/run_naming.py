@@ -9,12 +9,26 @@ from omegaconf import DictConfig
 GROUPS = ("loss", "miner", "backbone", "dataset")
 
 
+def short_number(value: str) -> str:
+    """Three significant digits for a float drawn by a sweeper (``0.0012345678`` → ``0.00123``);
+    anything else unchanged."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if value.lstrip("+-").isdigit() or len(value) <= 5:
+        return value
+    return f"{number:.3g}"
+
+
 def override_label(override: str) -> str:
     """A short label for a W&B run name.
 
-    ``loss=triplet`` → ``triplet``; ``loss.margin=0.2`` → ``m0.2``; ``optimizer.lr=1e-3`` → ``lr1e-3``.
+    ``loss=triplet`` → ``triplet``; ``loss.margin=0.2`` → ``m0.2``;
+    ``optimizer.lr=1e-3`` → ``lr1e-3``.
     """
     key, _, value = override.lstrip("+~").partition("=")
+    value = short_number(value)
     if "." not in key:
         return value
     last = key.rsplit(".", 1)[1]
