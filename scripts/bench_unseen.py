@@ -23,12 +23,14 @@ from torch.nn import functional as F
 
 from dml.datasets.base import stacked_inputs
 from dml.metrics import retrieval_metrics
-from dml.run import build, train
+from dml.run import build_source, train
 
 
 def config(seed: int) -> DictConfig:
     overrides = [
-        "experiment=mnist5k_unseen", f"seed={seed}", "logger=none",
+        "experiment=mnist5k_unseen",
+        f"seed={seed}",
+        "logger=none",
         "trainer.enable_progress_bar=false",
     ]
     with initialize_config_module("dml.conf", version_base="1.3"):
@@ -37,7 +39,7 @@ def config(seed: int) -> DictConfig:
 
 def raw_pixel_map_at_r(cfg: DictConfig) -> tuple[float, float]:
     """MAP@R of the flattened test inputs: Euclidean, and after L2 normalisation."""
-    test = build(cfg.dataset).load().test
+    test = build_source(cfg).load().test
     pixels = stacked_inputs(test).flatten(1)
     euclidean = retrieval_metrics(pixels, test.labels)["map_at_r"]
     normalised = retrieval_metrics(F.normalize(pixels, dim=1), test.labels)["map_at_r"]

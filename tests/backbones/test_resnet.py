@@ -94,8 +94,9 @@ def test_weights_load_from_the_torch_hub_cache(
     cached.write_bytes(path.read_bytes())
     model = ResNet("resnet18", SHAPE, weights="IMAGENET1K_V1")
     assert torch.equal(model.trunk[0].weight, state["conv1.weight"])
-    assert torch.equal(ResNet("resnet18", SHAPE, weights="DEFAULT").trunk[0].weight,
-                       state["conv1.weight"])
+    assert torch.equal(
+        ResNet("resnet18", SHAPE, weights="DEFAULT").trunk[0].weight, state["conv1.weight"]
+    )
 
 
 def test_missing_hub_weights_say_where_to_put_them(

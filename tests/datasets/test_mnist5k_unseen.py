@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from dml.datasets.base import stacked_inputs
 from dml.metrics import retrieval_metrics
-from dml.run import build, train
+from dml.run import build_source, train
 
 FAST = ["logger=none", "trainer=debug", "trainer.max_epochs=1"]
 
@@ -21,15 +21,13 @@ def test_experiment_trains_on_five_digits_and_tests_on_the_other_five(
 ) -> None:
     cfg = compose_cfg("experiment=mnist5k_unseen")
     assert cfg.dataset._target_.endswith("MNIST5k") and cfg.backbone._target_.endswith("ConvNet")
-    splits = build(cfg.dataset).load()
+    splits = build_source(cfg).load()
     assert set(splits.train.labels.tolist()) == set(splits.val.labels.tolist()) == {0, 1, 2, 3, 4}
     assert set(splits.test.labels.tolist()) == {5, 6, 7, 8, 9}
     assert splits.train.transform is not None and splits.test.transform is not None
 
 
-def test_experiment_runs_one_step(
-    compose_cfg: Callable[..., DictConfig], tmp_path: Path
-) -> None:
+def test_experiment_runs_one_step(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
     metrics = train(compose_cfg("experiment=mnist5k_unseen", *FAST), tmp_path)
     assert 0 <= metrics["test/map_at_r"] <= 1
     assert (tmp_path / "metrics.json").is_file()
@@ -39,9 +37,10 @@ def test_experiment_runs_one_step(
 def test_trained_embedding_beats_raw_pixels_on_unseen_digits(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    cfg = compose_cfg("experiment=mnist5k_unseen", "logger=none",
-                      "trainer.enable_progress_bar=false")
-    test = build(cfg.dataset).load().test
+    cfg = compose_cfg(
+        "experiment=mnist5k_unseen", "logger=none", "trainer.enable_progress_bar=false"
+    )
+    test = build_source(cfg).load().test
     pixels = F.normalize(stacked_inputs(test).flatten(1), dim=1)
     raw = retrieval_metrics(pixels, test.labels)["map_at_r"]
     assert 0.33 < raw < 0.40

@@ -89,8 +89,9 @@ def test_damaged_mnist_file_is_named(tmp_path: Path) -> None:
         mnist(tmp_path).load()
 
 
-@pytest.mark.parametrize(("name", "features", "classes"),
-                         [("iris", 4, 3), ("wine", 13, 3), ("breast_cancer", 30, 2)])
+@pytest.mark.parametrize(
+    ("name", "features", "classes"), [("iris", 4, 3), ("wine", 13, 3), ("breast_cancer", 30, 2)]
+)
 def test_tabular_is_standardised_with_training_statistics(
     name: str, features: int, classes: int
 ) -> None:
@@ -113,8 +114,9 @@ def test_tabular_input_shape_is_checked() -> None:
 
 def test_synthetic_clusters_have_the_requested_shape_and_are_reproducible() -> None:
     def make(seed: int) -> GaussianClusters:
-        return GaussianClusters(num_classes=7, dim=5, samples_per_class=20, seed=seed,
-                                cluster_std=0.1, center_std=5.0)
+        return GaussianClusters(
+            num_classes=7, dim=5, samples_per_class=20, seed=seed, cluster_std=0.1, center_std=5.0
+        )
 
     x, y = make(3).arrays()
     assert x.shape == (140, 5) and np.bincount(y).tolist() == [20] * 7
