@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dml.errors import DmlError
+from dml.semi.data import check_labeled_fraction
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
@@ -54,6 +55,9 @@ def check_config(cfg: DictConfig) -> None:
     _number(cfg, "optimizer.momentum", 0.0, strict=False)
     for key in ("loss.margin", "loss.pos_margin", "loss.neg_margin", "miner.margin"):
         _number(cfg, key, 0.0, strict=False)
+    fraction = _value(cfg, "dataset.labeled_fraction")
+    if fraction is not None:
+        check_labeled_fraction(fraction)
     for key in ("dataset.val_fraction", "dataset.test_fraction"):
         _number(cfg, key, 0.0, strict=True)
         value = _value(cfg, key)

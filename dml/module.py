@@ -20,6 +20,7 @@ from dml.memory import CrossBatchMemory
 from dml.metrics import clustering_metrics, retrieval_metrics
 from dml.plots import EmbeddingSnapshot
 from dml.resume import restore_rng_state, rng_state
+from dml.semi.pseudo_label import semi_supervised_loss
 
 SNAPSHOT_SAMPLES = 5000
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -102,10 +103,18 @@ class EmbeddingModule(pl.LightningModule):
         self.memory.enqueue(gathered, self.all_gather(labels).reshape(-1))
         return out.loss, out.num_tuples, out.num_active
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, labels = batch
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
+        """A batch is ``(x, labels)``, or ``(x, labels, weights)`` from a semi-supervised
+        training split: labelled items weigh 1, pseudo-labelled ones ``semi.weight``."""
+        x, labels, *weights = batch
         raw = self.backbone(x)
-        loss, num_tuples, num_active = self.compute_loss(self.embed(raw), labels)
+        embeddings = self.embed(raw)
+        if weights:
+            loss, num_tuples, num_active = semi_supervised_loss(
+                self.compute_loss, embeddings, labels, weights[0]
+            )
+        else:
+            loss, num_tuples, num_active = self.compute_loss(embeddings, labels)
         if not torch.isfinite(loss):
             raise DmlError(
                 f"train/loss became {loss.item()} at epoch {self.trainer.current_epoch}, "

@@ -16,13 +16,14 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import Logger
 
 from dml.baseline import raw_input_baseline
 from dml.config_checks import check_config
 from dml.datamodule import EmbeddingDataModule
+from dml.datasets.base import DatasetSource
 from dml.errors import DmlError
 from dml.history import EpochHistoryLogger
 from dml.losses.compat import check_compatible
@@ -30,6 +31,7 @@ from dml.module import EmbeddingModule
 from dml.plots import log_plots, write_run_plots
 from dml.report import print_metrics_table
 from dml.resume import AtomicCheckpointIO, check_writable, resume_checkpoint
+from dml.semi import PseudoLabeler, SemiSupervisedDataModule
 from dml.wandb_logging import INTERRUPTED, build_wandb_logger, finish_loggers
 
 log = logging.getLogger(__name__)
@@ -71,8 +73,34 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
     )
 
 
-def build_datamodule(cfg: DictConfig) -> EmbeddingDataModule:
-    return EmbeddingDataModule(source=build(cfg.dataset), seed=cfg.seed, **cfg.data)
+def build_source(cfg: DictConfig) -> DatasetSource:
+    """The dataset source; ``dataset.labeled_fraction`` is the data module's, not the source's.
+
+    train.yaml sets that key under ``dataset`` so that ``dataset.labeled_fraction=0.1``
+    composes with every dataset option, the user's own included.
+    """
+    node = cfg.dataset.copy()
+    with open_dict(node):
+        node.pop("labeled_fraction", None)
+    return build(node)
+
+
+def build_datamodule(
+    cfg: DictConfig, pseudo_labeler: PseudoLabeler | None = None, training: bool = True
+) -> EmbeddingDataModule:
+    """With ``dataset.labeled_fraction < 1`` (or pseudo-labels), the training split hides
+    the other labels. ``training=False`` (``dml eval``, ``dml embed``) shows every label."""
+    source = build_source(cfg)
+    fraction = cfg.dataset.get("labeled_fraction", 1.0)
+    if not training or (fraction == 1 and pseudo_labeler is None):
+        return EmbeddingDataModule(source=source, seed=cfg.seed, **cfg.data)
+    return SemiSupervisedDataModule(
+        source,
+        labeled_fraction=fraction,
+        pseudo_labeler=pseudo_labeler,
+        seed=cfg.seed,
+        **cfg.data,
+    )
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> list[Logger]:
@@ -172,14 +200,16 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
     check_writable(run_dir)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
+    pseudo_labeler = build(cfg.get("semi"))
+    datamodule = build_datamodule(cfg, pseudo_labeler)
     datamodule.setup("fit")
     module = build_module(cfg)
     loggers = build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
     exit_code = 1
     interrupt = InterruptCheckpoint(run_dir)
+    extra = [interrupt] if pseudo_labeler is None else [interrupt, pseudo_labeler]
     try:
-        trainer = build_trainer(cfg, run_dir, loggers, extra=[interrupt])
+        trainer = build_trainer(cfg, run_dir, loggers, extra=extra)
         baseline: dict[str, float] = {}
         if ckpt_path is None:
             baseline = raw_input_baseline(
@@ -243,7 +273,7 @@ def load_trained(cfg: DictConfig) -> tuple[DictConfig, EmbeddingModule, Embeddin
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = build_module(config)
     load_weights(module, checkpoint["state_dict"], cfg.ckpt_path)
-    return config, module, build_datamodule(config)
+    return config, module, build_datamodule(config, training=False)
 
 
 def embed(cfg: DictConfig) -> Path:

@@ -55,8 +55,8 @@ from dml.run import build_module
 from dml.samplers import ClassBalancedBatchSampler
 
 # Groups of train.yaml that describe where data and logs live: a fit in memory has no use
-# for them (the data comes as arrays, and nothing is logged).
-UNUSED_GROUPS = frozenset({"dataset", "logger", "hydra", "experiment"})
+# for them (the data comes as arrays, all labelled, and nothing is logged).
+UNUSED_GROUPS = frozenset({"dataset", "logger", "hydra", "experiment", "semi"})
 # Rows embedded at once by transform: bounds its memory on large inputs.
 TRANSFORM_CHUNK = 8192
 

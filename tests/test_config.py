@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
 
 from dml.errors import DmlError
-from dml.run import build, build_datamodule, build_module, check_accelerator
+from dml.run import build, build_datamodule, build_module, build_source, check_accelerator
 from tests.conftest import group_options
 
 COMPONENT_GROUPS = [
@@ -65,6 +65,8 @@ def test_every_option_instantiates(
         return
     elif group == "trainer":
         built = build(node, logger=False)
+    elif group == "dataset":
+        built = build_source(cfg)
     else:
         built = build(node)
     if "_target_" in node:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,19 +28,40 @@ MIN_LABELED_PER_CLASS = 2
 def labeled_mask(labels: Tensor, fraction: float, seed: int) -> Tensor:
     """Which items keep their label: a random ``fraction`` of every class.
 
-    Stratified, so no class disappears from the labelled part by chance, and at least
-    two items per class, so every class can form positive pairs.
+    Stratified, so no class disappears from the labelled part by chance. A class left
+    with fewer than two labelled items could form no positive pair, so that is an error
+    naming the smallest fraction that works, not a silent change of the fraction.
     """
-    if not 0 < fraction <= 1:
-        raise DmlError(f"dataset.labeled_fraction={fraction} must lie in (0, 1]")
+    check_labeled_fraction(fraction)
+    classes, counts = labels.unique(return_counts=True)
+    keep = (float(fraction) * counts).round().long()
+    short = (keep < MIN_LABELED_PER_CLASS) & (counts >= MIN_LABELED_PER_CLASS)
+    if short.any():
+        worst = int(counts[short].argmin())
+        cls, kept, smallest = (int(t[short][worst]) for t in (classes, keep, counts))
+        needed = math.ceil(1000 * MIN_LABELED_PER_CLASS / smallest) / 1000
+        raise DmlError(
+            f"dataset.labeled_fraction={fraction} leaves {int(short.sum())} training class(es) "
+            f"with fewer than {MIN_LABELED_PER_CLASS} labelled items (class {cls}: {kept} of its "
+            f"{smallest}), so they form no positive pair "
+            f"in a P×K batch; raise dataset.labeled_fraction to at least {needed:g}"
+        )
+    keep = torch.where(counts < MIN_LABELED_PER_CLASS, counts, keep)
     generator = torch.Generator().manual_seed(seed)
     mask = torch.zeros(len(labels), dtype=torch.bool)
-    for cls in labels.unique():
+    for cls, count in zip(classes.tolist(), keep.tolist(), strict=True):
         members = torch.nonzero(labels == cls).flatten()
-        keep = max(MIN_LABELED_PER_CLASS, round(fraction * len(members)))
-        chosen = members[torch.randperm(len(members), generator=generator)[:keep]]
+        chosen = members[torch.randperm(len(members), generator=generator)[:count]]
         mask[chosen] = True
     return mask
+
+
+def check_labeled_fraction(fraction: float) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise DmlError(
+            f"dataset.labeled_fraction={fraction!r} must lie in (0, 1]: the share of the "
+            "training split that keeps its labels, e.g. 0.1, or 1.0 (the default) for all"
+        )
 
 
 class PseudoLabeledDataset(LabeledDataset):
@@ -165,8 +187,13 @@ class SemiSupervisedDataModule(EmbeddingDataModule):
         **data: Any,
     ) -> None:
         super().__init__(source, **data)
-        if not 0 < labeled_fraction <= 1:
-            raise DmlError(f"dataset.labeled_fraction={labeled_fraction} must lie in (0, 1]")
+        check_labeled_fraction(labeled_fraction)
+        if pseudo_labeler is not None and labeled_fraction == 1:
+            raise DmlError(
+                "semi=pseudo_label has nothing to pseudo-label: dataset.labeled_fraction=1.0 "
+                "keeps every training label; set dataset.labeled_fraction below 1 (e.g. 0.1) "
+                "or use semi=none"
+            )
         if pseudo_labeler is not None and self.persistent_workers:
             raise DmlError(
                 "semi=pseudo_label relabels the training items between epochs, which "

@@ -30,15 +30,30 @@ def blobs(per_class: int = 40, classes: int = 4, spread: float = 0.3, seed: int 
     return points, labels
 
 
-def test_labeled_mask_keeps_a_stratified_fraction_with_two_per_class_at_least() -> None:
-    labels = torch.tensor([0] * 100 + [1] * 50 + [2] * 5)
+def test_labeled_mask_keeps_a_stratified_fraction() -> None:
+    labels = torch.tensor([0] * 100 + [1] * 50 + [2] * 20)
     mask = labeled_mask(labels, 0.1, seed=0)
     assert [int(mask[labels == c].sum()) for c in range(3)] == [10, 5, 2]
     assert torch.equal(mask, labeled_mask(labels, 0.1, seed=0))
     assert not torch.equal(mask, labeled_mask(labels, 0.1, seed=1))
     assert bool(labeled_mask(labels, 1.0, seed=0).all())
-    with pytest.raises(DmlError, match="labeled_fraction=0"):
-        labeled_mask(labels, 0.0, seed=0)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5, "half"])
+def test_labeled_fraction_outside_zero_one_fails_naming_the_setting(fraction) -> None:
+    with pytest.raises(DmlError, match=r"dataset.labeled_fraction=.* must lie in \(0, 1\]"):
+        labeled_mask(torch.tensor([0, 0, 1, 1]), fraction, seed=0)
+
+
+def test_a_class_left_with_fewer_than_two_labels_fails_with_the_fraction_that_works() -> None:
+    labels = torch.tensor([0] * 100 + [1] * 50 + [2] * 5)
+    with pytest.raises(DmlError) as error:
+        labeled_mask(labels, 0.1, seed=0)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "class 2: 0 of its 5" in message
+    assert "raise dataset.labeled_fraction to at least 0.4" in message
+    assert int(labeled_mask(labels, 0.4, seed=0)[labels == 2].sum()) == 2
 
 
 @pytest.mark.parametrize("method", [kmeans_pseudo_labels, knn_pseudo_labels])
@@ -171,11 +186,11 @@ def test_pseudo_labeler_relabels_from_the_embedding_and_reports_accuracy() -> No
 
 
 def test_data_module_hides_labels_of_the_training_split_only(compose_cfg) -> None:
-    from dml.run import build
+    from dml.run import build_source
     from dml.semi import SemiSupervisedDataModule
 
     cfg = compose_cfg("dataset=digits")
-    source = build(cfg.dataset)
+    source = build_source(cfg)
     full = source.load()
     module = SemiSupervisedDataModule(source, labeled_fraction=0.1, seed=0)
     train = module.splits.train
