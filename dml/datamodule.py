@@ -7,11 +7,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from dml.datasets.base import DatasetSource, DataSplits
+from dml.datasets.pairs import PairDataset, PairSampler
+from dml.errors import DmlError
 from dml.samplers import ClassBalancedBatchSampler
 
 
 class EmbeddingDataModule(pl.LightningDataModule):
-    """Training batches come from the P×K sampler; evaluation batches are sequential."""
+    """Training batches come from the P×K sampler; evaluation batches are sequential.
+
+    With ``pairs`` the training batches are instead ``batch_size`` Siamese pairs
+    (:class:`dml.datasets.pairs.PairBatch`), ``positive_ratio`` of them similar.
+    """
 
     def __init__(
         self,
@@ -23,8 +29,12 @@ class EmbeddingDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         seed: int = 0,
+        pairs: bool = False,
+        positive_ratio: float = 0.5,
     ) -> None:
         super().__init__()
+        if not isinstance(pairs, bool):
+            raise DmlError(f"dataset.pairs={pairs!r} must be true or false")
         self.source = source
         self.batch_size = batch_size
         self.samples_per_class = samples_per_class
@@ -34,6 +44,8 @@ class EmbeddingDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = seed
+        self.pairs = pairs
+        self.positive_ratio = positive_ratio
         self._splits: DataSplits | None = None
 
     @property
@@ -43,7 +55,16 @@ class EmbeddingDataModule(pl.LightningDataModule):
         return self._splits
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_sampler()
+        if self.pairs:
+            self.train_pairs()
+        else:
+            self.train_sampler()
+
+    def train_pairs(self) -> PairDataset:
+        """Built once; building it checks that the ratio of similar pairs can be met."""
+        if not hasattr(self, "_train_pairs"):
+            self._train_pairs = PairDataset(self.splits.train, self.positive_ratio, self.seed)
+        return self._train_pairs
 
     def train_sampler(self) -> ClassBalancedBatchSampler:
         """Built once; building it checks that P×K batches can be formed at all."""
@@ -54,6 +75,16 @@ class EmbeddingDataModule(pl.LightningDataModule):
         return self._train_sampler
 
     def train_dataloader(self) -> DataLoader:
+        if self.pairs:
+            pairs = self.train_pairs()
+            return DataLoader(
+                pairs,
+                batch_size=self.batch_size,
+                sampler=PairSampler(pairs),
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.persistent_workers,
+            )
         return DataLoader(
             self.splits.train,
             batch_sampler=self.train_sampler(),

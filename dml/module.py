@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dml.curves import pair_distance_stats
+from dml.datasets.pairs import PairBatch
 from dml.errors import DmlError
 from dml.health import CollapseDetector
 from dml.losses.base import EmbeddingLoss
@@ -21,6 +22,7 @@ from dml.metrics import clustering_metrics, retrieval_metrics
 from dml.plots import EmbeddingSnapshot
 from dml.resume import restore_rng_state, rng_state
 from dml.semi.pseudo_label import semi_supervised_loss
+from dml.tuples import Mined, siamese_pairs
 
 SNAPSHOT_SAMPLES = 5000
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -59,6 +61,9 @@ class EmbeddingModule(pl.LightningModule):
         self.run_config = run_config or {}
         self._eval_batches: list[tuple[Tensor, Tensor, int]] = []
         self._epoch_sums = torch.zeros(5, dtype=torch.float64)
+        # Siamese pair distances of the epoch: count, sum, sum of squares, similar then
+        # dissimilar pairs.
+        self._pair_sums = torch.zeros(2, 3, dtype=torch.float64)
         self._warned_empty = False
         self._last_train_loss: float | None = None
         margin = getattr(loss, "margin", None)
@@ -82,14 +87,19 @@ class EmbeddingModule(pl.LightningModule):
         )
         return epoch + 1 if fitting_now else epoch
 
-    def compute_loss(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, int, int]:
+    def compute_loss(
+        self, embeddings: Tensor, labels: Tensor, mined: Mined | None = None
+    ) -> tuple[Tensor, int, int]:
         """The loss with its tuple counts; PML losses (no ``compute``) count mined tuples.
+
+        Tuples given as ``mined`` (a Siamese batch's pairs) are scored instead of mining.
 
         With a cross-batch memory the miner and loss also compare the batch with the stored
         embeddings; the batch is enqueued only after the loss, so it never meets itself.
         """
         if self.memory is None:
-            mined = self.miner(embeddings, labels) if self.miner is not None else None
+            if mined is None and self.miner is not None:
+                mined = self.miner(embeddings, labels)
             if not isinstance(self.loss_fn, EmbeddingLoss):
                 value = self.loss_fn(embeddings, labels, mined)
                 count = len(mined[0]) if mined is not None else 0
@@ -97,7 +107,8 @@ class EmbeddingModule(pl.LightningModule):
             out = self.loss_fn.compute(embeddings, labels, mined)
             return out.loss, out.num_tuples, out.num_active
         refs = self.memory.references()
-        mined = self.miner(embeddings, labels, refs) if self.miner is not None else None
+        if mined is None and self.miner is not None:
+            mined = self.miner(embeddings, labels, refs)
         out = self.loss_fn.compute(embeddings, labels, mined, refs)
         gathered = self.all_gather(embeddings.detach()).reshape(-1, embeddings.shape[1])
         self.memory.enqueue(gathered, self.all_gather(labels).reshape(-1))
@@ -105,7 +116,10 @@ class EmbeddingModule(pl.LightningModule):
 
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
         """A batch is ``(x, labels)``, or ``(x, labels, weights)`` from a semi-supervised
-        training split: labelled items weigh 1, pseudo-labelled ones ``semi.weight``."""
+        training split: labelled items weigh 1, pseudo-labelled ones ``semi.weight``.
+        A :class:`PairBatch` (``dataset.pairs=true``) is scored pair by pair."""
+        if isinstance(batch, PairBatch):
+            return self.record_step(*self.pair_loss(batch))
         x, labels, *weights = batch
         raw = self.backbone(x)
         embeddings = self.embed(raw)
@@ -115,6 +129,31 @@ class EmbeddingModule(pl.LightningModule):
             )
         else:
             loss, num_tuples, num_active = self.compute_loss(embeddings, labels)
+        return self.record_step(raw, loss, num_tuples, num_active)
+
+    def pair_loss(self, batch: PairBatch) -> tuple[Tensor, Tensor, int, int]:
+        """Both members of every pair go through the one backbone in one pass (shared
+        weights, one set of batch statistics), and the loss scores exactly the stream's
+        pairs (:func:`dml.tuples.siamese_pairs`). The labels it is given make a similar
+        pair's members share a label and a dissimilar pair's differ, so they agree with
+        the pairs for any loss that reads them."""
+        count = len(batch.same)
+        raw = self.backbone(torch.cat([batch.first, batch.second]))
+        embeddings = self.embed(raw)
+        same = batch.same.bool()
+        index = torch.arange(count, device=same.device)
+        labels = torch.cat([index, torch.where(same, index, index + count)])
+        loss, num_tuples, num_active = self.compute_loss(embeddings, labels, siamese_pairs(same))
+        distance = (embeddings[:count] - embeddings[count:]).detach().double().norm(dim=1)
+        for row, members in enumerate((same, ~same)):
+            values = distance[members]
+            self._pair_sums[row] += torch.stack(
+                [values.new_tensor(len(values)), values.sum(), (values * values).sum()]
+            ).cpu()
+        return raw, loss, num_tuples, num_active
+
+    def record_step(self, raw: Tensor, loss: Tensor, num_tuples: int, num_active: int) -> Tensor:
+        """Stop on a non-finite loss, warn once on an empty batch, add to the epoch's sums."""
         if not torch.isfinite(loss):
             raise DmlError(
                 f"train/loss became {loss.item()} at epoch {self.trainer.current_epoch}, "
@@ -138,6 +177,7 @@ class EmbeddingModule(pl.LightningModule):
         ``set_epoch`` on ``batch_sampler.sampler``, so without this every epoch would replay
         the same batches."""
         self._epoch_sums.zero_()
+        self._pair_sums.zero_()
         loader = self.trainer.train_dataloader
         batch_sampler = getattr(loader, "batch_sampler", None)
         if hasattr(batch_sampler, "set_epoch"):
@@ -156,6 +196,20 @@ class EmbeddingModule(pl.LightningModule):
                 "epoch": float(self.completed_epochs()),
             }
         )
+        if self._pair_sums[:, 0].sum() > 0:
+            self.log_dict(self._pair_distance_curves())
+
+    def _pair_distance_curves(self) -> dict[str, float]:
+        """The epoch's mean (and std) distance of the similar and the dissimilar training
+        pairs, the curves Hadsell et al. plot, next to ``val/dist_*`` of the labelled split."""
+        curves = {}
+        for row, kind in enumerate(("pos", "neg")):
+            count, total, total_sq = self._pair_sums[row].tolist()
+            mean = total / count if count else float("nan")
+            spread = max(total_sq / count - mean * mean, 0.0) ** 0.5 if count else float("nan")
+            curves[f"train/dist_{kind}_mean"] = mean
+            curves[f"train/dist_{kind}_std"] = spread
+        return curves
 
     def on_validation_epoch_start(self) -> None:
         self._eval_batches = []

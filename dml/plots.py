@@ -402,6 +402,8 @@ def write_run_plots(
         history = read_history(run_dir / "metrics.csv")
         if "val/dist_pos_mean" in history:
             figures["distance_curves"] = distance_curves_figure(history)
+        if "train/dist_pos_mean" in history:  # the Siamese pair stream (dataset.pairs=true)
+            figures["train_pair_distances"] = distance_curves_figure(history, prefix="train")
     if (run_dir / "metrics.json").exists():
         metrics = read_metrics(run_dir / "metrics.json")
         if recall_at_k(metrics, "test")[0] or recall_at_k(metrics, "val")[0]:

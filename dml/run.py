@@ -59,7 +59,8 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
     loss = build(cfg.loss)
     miner = build(cfg.miner)
     memory = build(cfg.get("memory"))
-    check_compatible(loss, miner, memory, cfg.data.samples_per_class)
+    pairs = cfg.get("dataset", {}).get("pairs", False)
+    check_compatible(loss, miner, memory, cfg.data.samples_per_class, pairs=pairs)
     return EmbeddingModule(
         backbone=backbone,
         loss=loss,
@@ -73,15 +74,20 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
     )
 
 
-def build_source(cfg: DictConfig) -> DatasetSource:
-    """The dataset source; ``dataset.labeled_fraction`` is the data module's, not the source's.
+# Keys under ``dataset`` that say how the data module serves the data, not where it lives.
+DATAMODULE_KEYS = ("labeled_fraction", "pairs", "positive_ratio")
 
-    train.yaml sets that key under ``dataset`` so that ``dataset.labeled_fraction=0.1``
-    composes with every dataset option, the user's own included.
+
+def build_source(cfg: DictConfig) -> DatasetSource:
+    """The dataset source; the DATAMODULE_KEYS under ``dataset`` are the data module's.
+
+    train.yaml sets those keys under ``dataset`` so that ``dataset.labeled_fraction=0.1``
+    or ``dataset.pairs=true`` composes with every dataset option, the user's own included.
     """
     node = cfg.dataset.copy()
     with open_dict(node):
-        node.pop("labeled_fraction", None)
+        for key in DATAMODULE_KEYS:
+            node.pop(key, None)
     return build(node)
 
 
@@ -92,8 +98,20 @@ def build_datamodule(
     the other labels. ``training=False`` (``dml eval``, ``dml embed``) shows every label."""
     source = build_source(cfg)
     fraction = cfg.dataset.get("labeled_fraction", 1.0)
+    pairs = cfg.dataset.get("pairs", False)
     if not training or (fraction == 1 and pseudo_labeler is None):
-        return EmbeddingDataModule(source=source, seed=cfg.seed, **cfg.data)
+        return EmbeddingDataModule(
+            source=source,
+            seed=cfg.seed,
+            pairs=pairs and training,
+            positive_ratio=cfg.dataset.get("positive_ratio", 0.5),
+            **cfg.data,
+        )
+    if pairs:
+        raise DmlError(
+            "dataset.pairs=true trains on labelled pairs, which a semi-supervised split "
+            "cannot form: set dataset.labeled_fraction=1.0 and semi=none, or dataset.pairs=false"
+        )
     return SemiSupervisedDataModule(
         source,
         labeled_fraction=fraction,

@@ -35,11 +35,14 @@ class EmbeddingLoss(nn.Module, ABC):
     ``supports_memory`` says whether extra references (cross-batch memory) make sense.
     ``min_samples_per_class`` is what a batch must hold per class for the loss to see a
     positive pair; :func:`dml.losses.compat.check_compatible` checks it at start.
+    ``scores_pairs_alone`` says whether each mined pair's term depends on that pair only,
+    so the loss can train on a Siamese pair stream (``dataset.pairs=true``).
     """
 
     tuple_kind: ClassVar[str | None] = "triplets"
     supports_memory: ClassVar[bool] = True
     min_samples_per_class: ClassVar[int] = 2
+    scores_pairs_alone: ClassVar[bool] = False
 
     def __init__(self, distance: Distance | None = None) -> None:
         super().__init__()

@@ -31,6 +31,7 @@ class ContrastiveLoss(EmbeddingLoss):
     """
 
     tuple_kind = "pairs"
+    scores_pairs_alone = True
 
     def __init__(
         self,
