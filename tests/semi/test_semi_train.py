@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from dml.errors import DmlError
 from dml.plots import read_history
 from dml.run import train
-from tests.conftest import FAST
+from tests.conftest import FAST, subprocess_env
+from tests.test_train import read_wandb_run
 
-WIRED = "semi" in {
-    next(iter(entry))
-    for entry in OmegaConf.load(files("dml.conf") / "train.yaml").defaults
-    if isinstance(entry, DictConfig)
-}
+DML = str(Path(sys.executable).parent / "dml")
 
-pytestmark = pytest.mark.skipif(
-    not WIRED, reason="train.yaml does not list the semi group, so `semi=` is not composed"
-)
+
+def dml(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DML, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.parametrize("semi", ["none", "pseudo_label"])
@@ -48,3 +50,82 @@ def test_labeled_fraction_run(
     assert list(logged) == [1, 2, 3]
     assert np.nanmin(accuracy) > 0.8
     assert np.nanmin(history["train/pseudo_label_fraction"]) > 0.1
+
+
+def test_pseudo_label_accuracy_goes_to_wandb_and_metrics_csv(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    cfg = compose_cfg(
+        *FAST,
+        "dataset.labeled_fraction=0.1",
+        "semi=pseudo_label",
+        "semi.start_epoch=1",
+        "logger=wandb",
+    )
+    train(cfg, tmp_path)
+    csv_accuracy = read_history(tmp_path / "metrics.csv")["train/pseudo_label_accuracy"]
+    csv_accuracy = csv_accuracy[~np.isnan(csv_accuracy)]
+    _, history = read_wandb_run(tmp_path)
+    logged = [
+        (h["epoch"], h["train/pseudo_label_accuracy"])
+        for h in history
+        if "train/pseudo_label_accuracy" in h
+    ]
+    assert [epoch for epoch, _ in logged] == [1, 2]
+    assert [value for _, value in logged] == pytest.approx(list(csv_accuracy))
+    assert all(0.5 < value <= 1.0 for _, value in logged)
+    assert sum("train/pseudo_label_fraction" in h for h in history) == 2
+
+
+def test_cli_trains_with_a_tenth_of_the_labels_and_pseudo_labels(tmp_path: Path) -> None:
+    """The issue's command as a user types it (mnist5k, the default dataset)."""
+    run_dir = tmp_path / "run"
+    result = dml(
+        "train",
+        "semi=pseudo_label",
+        "dataset.labeled_fraction=0.1",
+        "trainer=debug",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/map_at_r"] <= 1.0
+    composed = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "labeled_fraction: 0.1" in composed and "dml.semi.PseudoLabeler" in composed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["dataset.labeled_fraction=1.5"], "dataset.labeled_fraction=1.5 must lie in (0, 1]"),
+        (["dataset.labeled_fraction=0"], "dataset.labeled_fraction=0 must lie in (0, 1]"),
+        (
+            ["dataset=iris", "dataset.labeled_fraction=0.01"],
+            "raise dataset.labeled_fraction to at least",
+        ),
+        (
+            ["semi=pseudo_label"],
+            "set dataset.labeled_fraction below 1 (e.g. 0.1) or use semi=none",
+        ),
+    ],
+)
+def test_bad_labeled_fraction_fails_at_start_with_one_line(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    cfg = compose_cfg(*overrides, "trainer=debug", "logger=none")
+    with pytest.raises(DmlError) as error:
+        train(cfg, tmp_path)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_cli_prints_a_bad_labeled_fraction_as_one_line(tmp_path: Path) -> None:
+    result = dml("train", "dataset=iris", "dataset.labeled_fraction=0.01", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "dataset.labeled_fraction=0.01" in errors[0]
+    assert "raise dataset.labeled_fraction to at least 0.058" in errors[0]
