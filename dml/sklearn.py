@@ -53,6 +53,7 @@ from dml.module import EmbeddingModule
 from dml.plots import distinct_colors, log_plots, project_2d, save_figure, snapshot_embeddings
 from dml.run import build_module
 from dml.samplers import ClassBalancedBatchSampler
+from dml.semi import PseudoLabeledDataset
 
 # Groups of train.yaml that describe where data and logs live: a fit in memory has no use
 # for them (the data comes as arrays, all labelled, and nothing is logged).
@@ -389,13 +390,14 @@ class KNNAccuracy(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
             splits = trainer.datamodule.splits
-            accuracy = self.accuracy(pl_module, splits.train, splits.val)
+            accuracy = self.accuracy(pl_module, known_labels(splits.train), splits.val)
             pl_module.log("val/knn_accuracy", accuracy)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         splits = trainer.datamodule.splits
-        pl_module.log("test/knn_accuracy", self.accuracy(pl_module, splits.train, splits.test))
-        train_x, train_y = raw_inputs(splits.train, self.batch_size)
+        train = known_labels(splits.train)
+        pl_module.log("test/knn_accuracy", self.accuracy(pl_module, train, splits.test))
+        train_x, train_y = raw_inputs(train, self.batch_size)
         test_x, test_y = raw_inputs(splits.test, self.batch_size)
         raw = KNeighborsClassifier(self.k).fit(train_x, train_y).score(test_x, test_y)
         pl_module.log("test/raw_knn_accuracy", float(raw))
@@ -426,7 +428,7 @@ class LinearProjectionPlot(Callback):
         if not trainer.is_global_zero:
             return
         splits = trainer.datamodule.splits
-        parts = [splits.train, splits.val, splits.test]
+        parts = [known_labels(splits.train), splits.val, splits.test]
         raw = np.concatenate([raw_inputs(part, self.batch_size)[0] for part in parts])
         embedded = [embed(pl_module, part, self.batch_size) for part in parts]
         points = np.concatenate([e for e, _ in embedded])
@@ -434,6 +436,12 @@ class LinearProjectionPlot(Callback):
         figure = linear_projection_figure(raw, points, labels)
         path = Path(trainer.default_root_dir) / "plots" / "linear_projection.png"
         log_plots(trainer.loggers, [save_figure(figure, path)])
+
+
+def known_labels(train: LabeledDataset) -> LabeledDataset:
+    """The training items whose labels a run may use: with ``dataset.labeled_fraction < 1``
+    only the labelled part (a k-NN classifier fitted on hidden labels would be cheating)."""
+    return train.labeled_items() if isinstance(train, PseudoLabeledDataset) else train
 
 
 def embed(

@@ -102,6 +102,22 @@ class PseudoLabeledDataset(LabeledDataset):
     def pseudo_labeled(self) -> Tensor:
         return (self.labels != UNLABELED) & ~self.labeled
 
+    def labeled_items(self) -> LabeledDataset:
+        """The labelled items alone, as ``(x, label)``: what a classifier may fit on."""
+        return LabeledSubset(self.base, torch.nonzero(self.labeled).flatten())
+
+
+class LabeledSubset(LabeledDataset):
+    """The items of ``base`` at ``indices``, with their labels."""
+
+    def __init__(self, base: LabeledDataset, indices: Tensor) -> None:
+        self.base = base
+        self.indices = indices
+        self.labels = base.labels[indices]
+
+    def __getitem__(self, index: int) -> Any:
+        return self.base[int(self.indices[index])]
+
 
 class SemiSupervisedBatchSampler(Sampler[list[int]]):
     """Each batch: a P×K block of labelled items, then a P×K block of pseudo-labelled ones.

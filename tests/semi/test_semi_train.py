@@ -129,3 +129,22 @@ def test_cli_prints_a_bad_labeled_fraction_as_one_line(tmp_path: Path) -> None:
     assert len(errors) == 1
     assert "dataset.labeled_fraction=0.01" in errors[0]
     assert "raise dataset.labeled_fraction to at least 0.058" in errors[0]
+
+
+def test_knn_accuracy_of_a_semi_supervised_run_fits_on_the_labelled_items_only(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    from dml.run import build_datamodule
+    from dml.semi import PseudoLabeledDataset
+    from dml.sklearn import known_labels
+
+    overrides = ["experiment=nca_iris", "dataset.labeled_fraction=0.5", "trainer.max_epochs=2"]
+    cfg = compose_cfg(*overrides, "logger=none")
+    metrics = train(cfg, tmp_path)
+    assert 0.5 < metrics["test/knn_accuracy"] <= 1.0
+    train_split = build_datamodule(cfg).splits.train
+    assert isinstance(train_split, PseudoLabeledDataset)
+    labelled = known_labels(train_split)
+    assert len(labelled) == int(train_split.labeled.sum()) < len(train_split)
+    x, label = labelled[0]
+    assert int(label) == int(train_split.hidden_labels[train_split.labeled][0])
