@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -63,34 +63,59 @@ class ContrastiveLoss(EmbeddingLoss):
         num_tuples = int(pos_count.sum() + neg_count.sum())
         if num_tuples == 0:
             return LossOutput(zero_loss(embeddings), 0, 0)
-        # How far each pair is on the wrong side of its margin, in units of the matrix.
-        pos_excess = self.distance.margin_violation(flat, self.pos_margin)
-        neg_excess = self.distance.margin_violation(self.neg_margin, flat)
         squared = self.form == "hadsell"
-        pos_on, pos_weighted, pos_sum = _active(pos_count, pos_excess, squared)
-        neg_on, neg_weighted, neg_sum = _active(neg_count, neg_excess, squared)
-        num_pos_on, num_neg_on = float(pos_on.sum()), float(neg_on.sum())
+        # How far each pair is on the wrong side of its margin, in units of the matrix.
+        pos_side = _side(pos_count, self.distance.margin_violation(flat, self.pos_margin), squared)
+        neg_side = _side(neg_count, self.distance.margin_violation(self.neg_margin, flat), squared)
+        # The loss grows with the excess; the excess grows as a similarity falls.
+        sign = -1.0 if self.distance.is_similarity else 1.0
         if self.form == "hadsell":
             # ½e² per pair, one mean over all pairs; d(½e²)/de = e.
-            value = 0.5 * (pos_sum + neg_sum) / num_tuples
-            slope = (pos_weighted - neg_weighted) / num_tuples
+            value = 0.5 * (pos_side.total + neg_side.total) / num_tuples
+            pos_scale = neg_scale = sign / num_tuples
+            pos_slope, neg_slope = pos_side.weighted, neg_side.weighted
         else:
             # e per pair, a mean over the active pairs of each side, the two summed.
-            value = pos_sum / max(num_pos_on, 1.0) + neg_sum / max(num_neg_on, 1.0)
-            slope = pos_on / max(num_pos_on, 1.0) - neg_on / max(num_neg_on, 1.0)
-        if self.distance.is_similarity:  # excess grows as the similarity falls
-            slope = -slope
+            value = pos_side.total / max(pos_side.num_on, 1.0) + neg_side.total / max(
+                neg_side.num_on, 1.0
+            )
+            pos_scale = sign / max(pos_side.num_on, 1.0)
+            neg_scale = sign / max(neg_side.num_on, 1.0)
+            pos_slope, neg_slope = pos_side.on(), neg_side.on()
+        # Both slopes are fresh B×R tensors of this call: combine them in place.
+        slope = pos_slope.mul_(pos_scale).sub_(neg_slope, alpha=neg_scale)
         loss = with_gradient(mat, value, slope)
-        return LossOutput(loss, num_tuples, int(num_pos_on + num_neg_on))
+        return LossOutput(loss, num_tuples, int(pos_side.num_on + neg_side.num_on))
 
 
-def _active(count: Tensor, excess: Tensor, squared: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """One side's pairs: how often each counts where its margin is violated (0 elsewhere),
-    that times the violation e, and the summed loss Σ count·e (or Σ count·e², squared)."""
-    violated = excess > 0
+class _Side(NamedTuple):
+    """One side's pairs: ``weighted`` = count·e⁺ (e⁺ = max(0, e), e the margin violation),
+    ``num_on`` = Σ count over violated pairs, ``total`` = Σ count·e⁺ (or Σ count·e⁺²)."""
+
+    weighted: Tensor
+    count: Tensor
+    num_on: float
+    total: Tensor
+
+    def on(self) -> Tensor:
+        """count where the margin is violated, 0 elsewhere; overwrites ``weighted`` when
+        the count is a mask (0 or 1), so call it only once ``weighted`` is no longer needed."""
+        if self.count.dtype == torch.bool:
+            return self.weighted.sign_()
+        return torch.where(self.weighted > 0, self.count, 0.0)
+
+
+def _side(count: Tensor, excess: Tensor, squared: bool) -> _Side:
+    """Works in place on ``excess`` (a fresh B×R tensor): beyond the distance kernel, the
+    loss's time is its passes over B×R matrices and their allocation, so it makes few."""
+    plus = excess.clamp_min_(0)
     if count.dtype == torch.bool:
-        on = (count & violated).to(excess.dtype)
-    else:
-        on = torch.where(violated, count, 0.0)
-    weighted = on * excess
-    return on, weighted, (weighted * excess if squared else weighted).sum()
+        # A count of 0 or 1: count·e⁺² is (count·e⁺)², and a pair is on where count·e⁺ > 0.
+        weighted = plus.mul_(count)
+        values = weighted.reshape(-1)
+        total = torch.dot(values, values) if squared else values.sum()
+        return _Side(weighted, count, float(torch.count_nonzero(values)), total)
+    weighted = plus * count
+    total = torch.dot(weighted.reshape(-1), plus.reshape(-1)) if squared else weighted.sum()
+    num_on = float(torch.where(weighted > 0, count, 0.0).sum())
+    return _Side(weighted, count, num_on, total)
