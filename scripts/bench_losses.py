@@ -181,6 +181,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     timed: list[tuple[str, int, Runner, tuple[float, float]]] = []
+    peaks: dict[tuple[str, int], tuple[int, int]] = {}
     for name, steps in cases().items():
         if args.only not in name:
             continue
@@ -191,12 +192,38 @@ def main() -> None:
     _return_freed_memory_at_once()
     for name, batch, runner, (ours_ms, theirs_ms) in timed:
         ours_peak, theirs_peak = (peak_memory(partial(runner.run, side), device) for side in (0, 1))
+        peaks[name, batch] = (ours_peak, theirs_peak)
         rows.append(
             f"| {name} | {batch} | {ours_ms:,.1f} | {theirs_ms:,.1f} | "
             f"{theirs_ms / ours_ms:,.1f}× | {ours_peak / mib:,.1f} | {theirs_peak / mib:,.1f} "
             f"| {runner.losses[0]:.6f} | {runner.losses[1]:.6f} |"
         )
+    rows += growth_rows(peaks, sorted(args.sizes))
     print("\n".join(rows))
+
+
+def growth_rows(peaks: dict[tuple[str, int], tuple[int, int]], sizes: list[int]) -> list[str]:
+    """How peak memory grows from the smallest to the largest B, next to B² and B³."""
+    if len(sizes) < 2:
+        return []
+    low, high = sizes[0], sizes[-1]
+    scale = high / low
+    rows = [
+        "",
+        f"Peak memory growth from B = {low} to B = {high} (B² grows {scale**2:,.0f}×, "
+        f"B³ {scale**3:,.0f}×):",
+        "",
+        "| step | dml | PML |",
+        "|---|---|---|",
+    ]
+    for name in dict.fromkeys(name for name, _ in peaks):
+        if (name, low) in peaks and (name, high) in peaks:
+            (ours_low, theirs_low), (ours_high, theirs_high) = peaks[name, low], peaks[name, high]
+            rows.append(
+                f"| {name} | {ours_high / max(ours_low, 1):,.1f}× "
+                f"| {theirs_high / max(theirs_low, 1):,.1f}× |"
+            )
+    return rows
 
 
 if __name__ == "__main__":
