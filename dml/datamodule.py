@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from dml.datasets.base import DatasetSource, DataSplits
+from dml.datasets.base import DatasetSource, DataSplits, GroupedDataset, LabeledDataset
 from dml.datasets.pairs import PairDataset, PairSampler
 from dml.errors import DmlError
 from dml.samplers import ClassBalancedBatchSampler
@@ -29,6 +29,7 @@ class EmbeddingDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         seed: int = 0,
+        eval_groups: bool = False,
         pairs: bool = False,
         positive_ratio: float = 0.5,
     ) -> None:
@@ -44,6 +45,8 @@ class EmbeddingDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = seed
+        # Evaluation batches carry group ids (eval.exclude_same_group).
+        self.eval_groups = eval_groups
         self.pairs = pairs
         self.positive_ratio = positive_ratio
         self._splits: DataSplits | None = None
@@ -59,6 +62,24 @@ class EmbeddingDataModule(pl.LightningDataModule):
             self.train_pairs()
         else:
             self.train_sampler()
+        if self.eval_groups:
+            self.check_groups()
+
+    def check_groups(self) -> None:
+        """Every evaluated split must define groups, or excluding them means nothing."""
+        splits = self.splits
+        evaluated = {"val": splits.val, "test": splits.test}
+        if splits.query is not None and splits.gallery is not None:
+            evaluated = {"val": splits.val, "query": splits.query, "gallery": splits.gallery}
+        for name, dataset in evaluated.items():
+            if dataset.groups is None:
+                raise DmlError(
+                    f"eval.exclude_same_group=true, but the {name} split of "
+                    f"{type(self.source).__name__} has no group ids; set "
+                    "eval.exclude_same_group=false, or use data with groups (dataset=inshop, "
+                    "dataset=imagefolder with subfolders, dataset=synthetic "
+                    "dataset.groups_per_class=N)"
+                )
 
     def train_pairs(self) -> PairDataset:
         """Built once; building it checks that the ratio of similar pairs can be met."""
@@ -93,9 +114,10 @@ class EmbeddingDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers,
         )
 
-    def _eval_loader(self, dataset: object) -> DataLoader:
+    def _eval_loader(self, dataset: LabeledDataset, groups: bool = False) -> DataLoader:
+        """``groups``: batches are (inputs, labels, group ids)."""
         return DataLoader(
-            dataset,
+            GroupedDataset(dataset) if groups else dataset,
             batch_size=self.eval_batch_size,
             shuffle=False,
             num_workers=self.num_workers,
@@ -104,10 +126,13 @@ class EmbeddingDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.splits.val)
+        return self._eval_loader(self.splits.val, self.eval_groups)
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
         """The test set, or for query/gallery benchmarks (In-Shop) the queries, then the gallery."""
         if self.splits.query is not None and self.splits.gallery is not None:
-            return [self._eval_loader(self.splits.query), self._eval_loader(self.splits.gallery)]
-        return self._eval_loader(self.splits.test)
+            return [
+                self._eval_loader(self.splits.query, self.eval_groups),
+                self._eval_loader(self.splits.gallery, self.eval_groups),
+            ]
+        return self._eval_loader(self.splits.test, self.eval_groups)

@@ -48,6 +48,7 @@ class EmbeddingModule(pl.LightningModule):
         k_values: Sequence[int] = (1, 2, 4, 8),
         run_config: dict[str, Any] | None = None,
         memory: CrossBatchMemory | None = None,
+        eval_backend: str = "torch",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -58,8 +59,10 @@ class EmbeddingModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.normalize = normalize
         self.k_values = tuple(k_values)
+        # Neighbour search of the retrieval metrics (eval.backend): torch or faiss.
+        self.eval_backend = eval_backend
         self.run_config = run_config or {}
-        self._eval_batches: list[tuple[Tensor, Tensor, int]] = []
+        self._eval_batches: list[tuple[Tensor, Tensor, Tensor | None, int]] = []
         self._epoch_sums = torch.zeros(5, dtype=torch.float64)
         # Siamese pair distances of the epoch: count, sum, sum of squares, similar then
         # dissimilar pairs.
@@ -217,18 +220,19 @@ class EmbeddingModule(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._eval_batches = []
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
         self._collect(batch)
 
-    def test_step(
-        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._collect(batch, dataloader_idx)
 
-    def _collect(self, batch: tuple[Tensor, Tensor], loader: int = 0) -> None:
-        """Loader 0 is the evaluated set (or the queries); loader 1, if any, the gallery."""
-        x, labels = batch
-        self._eval_batches.append((self(x).detach(), labels, loader))
+    def _collect(self, batch: Sequence[Tensor], loader: int = 0) -> None:
+        """Loader 0 is the evaluated set (or the queries); loader 1, if any, the gallery.
+
+        A batch is ``(x, labels)``, or ``(x, labels, groups)`` when the evaluation
+        excludes each query's own group (``eval.exclude_same_group``)."""
+        x, labels, *groups = batch
+        self._eval_batches.append((self(x).detach(), labels, groups[0] if groups else None, loader))
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val", clustering=False)
@@ -237,23 +241,40 @@ class EmbeddingModule(pl.LightningModule):
         self._log_evaluation("test", clustering=True)
 
     def _log_evaluation(self, prefix: str, clustering: bool) -> None:
-        parts = [
-            (
-                torch.cat([e for e, _, i in self._eval_batches if i == loader]),
-                torch.cat([y for _, y, i in self._eval_batches if i == loader]),
+        parts = []
+        for loader in sorted({i for *_, i in self._eval_batches}):
+            batches = [b for b in self._eval_batches if b[3] == loader]
+            groups = [g for _, _, g, _ in batches if g is not None]
+            parts.append(
+                (
+                    torch.cat([e for e, _, _, _ in batches]),
+                    torch.cat([y for _, y, _, _ in batches]),
+                    torch.cat(groups) if len(groups) == len(batches) else None,
+                )
             )
-            for loader in sorted({i for _, _, i in self._eval_batches})
-        ]
         self._eval_batches = []
-        embeddings, labels = parts[0]
+        embeddings, labels, groups = parts[0]
         if len(parts) == 2:
             # Query against gallery (In-Shop): the gallery is the reference set.
-            gallery, gallery_labels = parts[1]
+            gallery, gallery_labels, gallery_groups = parts[1]
             metrics = retrieval_metrics(
-                embeddings, labels, gallery, gallery_labels, k_values=self.k_values
+                embeddings,
+                labels,
+                gallery,
+                gallery_labels,
+                k_values=self.k_values,
+                query_groups=groups,
+                reference_groups=gallery_groups,
+                backend=self.eval_backend,
             )
         else:
-            metrics = retrieval_metrics(embeddings, labels, k_values=self.k_values)
+            metrics = retrieval_metrics(
+                embeddings,
+                labels,
+                k_values=self.k_values,
+                query_groups=groups,
+                backend=self.eval_backend,
+            )
         metrics.update(pair_distance_stats(embeddings, labels))
         if clustering:
             metrics.update(clustering_metrics(embeddings, labels))

@@ -27,6 +27,7 @@ from dml.datasets.base import DatasetSource
 from dml.errors import DmlError
 from dml.history import EpochHistoryLogger
 from dml.losses.compat import check_compatible
+from dml.metrics.neighbours import check_backend
 from dml.module import EmbeddingModule
 from dml.plots import log_plots, write_run_plots
 from dml.report import print_metrics_table
@@ -55,6 +56,7 @@ def build(node: DictConfig | None, **kwargs: Any) -> Any:
 
 
 def build_module(cfg: DictConfig) -> EmbeddingModule:
+    check_backend(cfg.eval.backend, "eval.backend")
     backbone = build(cfg.backbone)
     loss = build(cfg.loss)
     miner = build(cfg.miner)
@@ -70,6 +72,7 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
         scheduler=build(cfg.scheduler),
         normalize=cfg.normalize_embeddings,
         k_values=list(cfg.eval.k_values),
+        eval_backend=cfg.eval.backend,
         run_config=OmegaConf.to_container(cfg, resolve=True),
     )
 
@@ -97,6 +100,7 @@ def build_datamodule(
     """With ``dataset.labeled_fraction < 1`` (or pseudo-labels), the training split hides
     the other labels. ``training=False`` (``dml eval``, ``dml embed``) shows every label."""
     source = build_source(cfg)
+    data = {**cfg.data, "eval_groups": cfg.eval.exclude_same_group}
     fraction = cfg.dataset.get("labeled_fraction", 1.0)
     pairs = cfg.dataset.get("pairs", False)
     if not training or (fraction == 1 and pseudo_labeler is None):
@@ -105,7 +109,7 @@ def build_datamodule(
             seed=cfg.seed,
             pairs=pairs and training,
             positive_ratio=cfg.dataset.get("positive_ratio", 0.5),
-            **cfg.data,
+            **data,
         )
     if pairs:
         raise DmlError(
@@ -117,7 +121,7 @@ def build_datamodule(
         labeled_fraction=fraction,
         pseudo_labeler=pseudo_labeler,
         seed=cfg.seed,
-        **cfg.data,
+        **data,
     )
 
 
@@ -270,15 +274,23 @@ def resolve_run_dir(run_dir: Path | str | None) -> Path:
 
 
 def checkpoint_config(cfg: DictConfig, stored: dict[str, Any]) -> DictConfig:
-    """The stored training config, with the command line's own overrides applied on top."""
+    """The stored training config, with the command line's own overrides applied on top.
+
+    An override replaces its node whole: ``backbone=linear`` must not keep the stored
+    backbone's other keys (``hidden_dims``), or the model cannot even be built and the
+    checkpoint's mismatch is never named. ``eval`` keys the stored config lacks (it
+    predates them) come from this command's config.
+    """
     from hydra.core.hydra_config import HydraConfig
 
     merged = OmegaConf.create(stored)
+    merged.eval = OmegaConf.merge(cfg.eval, merged.get("eval") or {})
     if HydraConfig.initialized():
         for override in HydraConfig.get().overrides.task:
             key = override.lstrip("+~").split("=", 1)[0]
             if key != "ckpt_path" and not key.startswith("hydra"):
-                OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+                value = OmegaConf.select(cfg, key)
+                OmegaConf.update(merged, key, value, merge=False, force_add=True)
     return merged
 
 
@@ -295,13 +307,16 @@ def load_trained(cfg: DictConfig) -> tuple[DictConfig, EmbeddingModule, Embeddin
 
 
 def embed(cfg: DictConfig) -> Path:
-    """Write ``embeddings``, ``labels`` and ``ids`` (indices into the split) of a split."""
+    """Write ``embeddings``, ``labels`` and ``ids`` (indices into the split) of a split,
+    and ``groups`` where the data defines them."""
     import numpy as np
 
-    splits = ("train", "val", "test")
+    _, module, datamodule = load_trained(cfg)
+    splits = ["train", "val", "test"]
+    if datamodule.splits.query is not None:
+        splits += ["query", "gallery"]
     if cfg.split not in splits:
         raise DmlError(f"split={cfg.split!r} is not one of {', '.join(splits)}")
-    _, module, datamodule = load_trained(cfg)
     dataset = getattr(datamodule.splits, cfg.split)
     module.eval()
     chunks = []
@@ -315,6 +330,7 @@ def embed(cfg: DictConfig) -> Path:
         embeddings=torch.cat(chunks).numpy(),
         labels=dataset.labels.numpy(),
         ids=np.arange(len(dataset)),
+        **({"groups": dataset.groups.numpy()} if dataset.groups is not None else {}),
     )
     log.info("wrote %d %s embeddings to %s", len(dataset), cfg.split, out)
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,9 +27,17 @@ SPLITS = ("samples", "classes")
 
 
 class LabeledDataset(Dataset):
-    """A dataset whose ``labels`` tensor holds the label of every item, in order."""
+    """A dataset whose ``labels`` tensor holds the label of every item, in order.
+
+    ``groups``, where the data has them, holds every item's group id: items that share
+    a recording (frames of one video, photos of one shoot) and are near-duplicates
+    rather than independent views of their class. ``eval.exclude_same_group=true``
+    evaluates with a query's own group removed from its neighbours (the
+    re-identification protocol). ``None`` means the data defines no groups.
+    """
 
     labels: Tensor
+    groups: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -43,20 +51,44 @@ class TensorLabeledDataset(LabeledDataset):
         features: Tensor,
         labels: Tensor,
         transform: Callable[[Tensor], Tensor] | None = None,
+        groups: Tensor | None = None,
     ) -> None:
         if len(features) != len(labels):
             raise DmlError(
                 f"{len(features)} feature rows but {len(labels)} labels; they must match"
             )
+        if groups is not None and len(groups) != len(labels):
+            raise DmlError(f"{len(groups)} group ids but {len(labels)} labels; they must match")
         self.features = features
         self.labels = labels.long()
         self.transform = transform
+        self.groups = groups.long() if groups is not None else None
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x = self.features[index]
         if self.transform is not None:
             x = self.transform(x)
         return x, self.labels[index]
+
+
+class GroupedDataset(Dataset):
+    """``(input, label, group)`` items of a dataset with groups, for evaluation loaders: the
+    group ids travel in the batches, so they stay aligned with the embeddings however the
+    loader orders or shards the items."""
+
+    def __init__(self, dataset: LabeledDataset) -> None:
+        if dataset.groups is None:
+            raise DmlError(f"{type(dataset).__name__} defines no groups")
+        self.dataset = dataset
+        self.labels = dataset.labels
+        self.groups = dataset.groups
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Tensor, Tensor]:
+        x, label = self.dataset[index]
+        return x, label, self.groups[index]
 
 
 def stacked_inputs(dataset: LabeledDataset) -> Tensor:
@@ -144,18 +176,31 @@ class ArraySource(DatasetSource):
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All features (float32, already scaled) and integer labels."""
 
+    def group_ids(self) -> np.ndarray | None:
+        """Every item's group id, in the order of :meth:`arrays`; None: no groups."""
+        return None
+
     def load(self) -> DataSplits:
         features, labels = self.arrays()
         labels = check_arrays(features, labels, type(self).__name__)
         x = torch.as_tensor(features, dtype=torch.float32).reshape(-1, *self.input_shape)
         y = torch.as_tensor(labels, dtype=torch.long)
+        found = self.group_ids()
+        g = torch.as_tensor(found, dtype=torch.long) if found is not None else None
         train_idx, val_idx, test_idx = self.split_indices(labels)
         train_tf = self.transform.train_transform() if self.transform is not None else None
         eval_tf = self.transform.eval_transform() if self.transform is not None else None
+
+        def part(
+            index: np.ndarray, transform: Callable[[Tensor], Tensor] | None
+        ) -> TensorLabeledDataset:
+            groups = g[index] if g is not None else None
+            return TensorLabeledDataset(x[index], y[index], transform, groups)
+
         return DataSplits(
-            train=TensorLabeledDataset(x[train_idx], y[train_idx], train_tf),
-            val=TensorLabeledDataset(x[val_idx], y[val_idx], eval_tf),
-            test=TensorLabeledDataset(x[test_idx], y[test_idx], eval_tf),
+            train=part(train_idx, train_tf),
+            val=part(val_idx, eval_tf),
+            test=part(test_idx, eval_tf),
         )
 
     def split_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,6 +4,11 @@ Unlike the benchmarks it has no split of its own, so it is split the way in-memo
 datasets are (:func:`dml.datasets.base.split_indices`): ``split=classes`` trains on the
 first ``train_classes`` class folders in sorted order and tests on the rest;
 ``split=samples`` holds out a stratified fraction of every class.
+
+Subfolders of a class folder are groups: ``person_3/video_07/frame_0001.jpg`` is in
+group ``person_3/video_07``, so ``eval.exclude_same_group=true`` never lets a frame
+retrieve the frames of its own video. An image directly in its class folder is a group
+of its own. A tree without subfolders defines no groups.
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from dml.datasets.base import SPLITS, DataSplits, split_indices
-from dml.datasets.images import IMAGE_SUFFIXES, ImageList, ImageListDataset, ImageSource
+from dml.datasets.images import (
+    IMAGE_SUFFIXES,
+    ImageList,
+    ImageListDataset,
+    ImageSource,
+    group_numbers,
+)
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms
 
@@ -76,7 +87,11 @@ class ImageFolder(ImageSource):
                 raise DmlError(f"class folder {folder} has no images; expected {self.layout}")
             paths += files
             labels += [label] * len(files)
-        return {"all": ImageList(paths, labels)}
+        nested = [p.parent.parent != root for p in paths]
+        if not any(nested):
+            return {"all": ImageList(paths, labels)}
+        keys = [str(p.parent if deep else p) for p, deep in zip(paths, nested, strict=True)]
+        return {"all": ImageList(paths, labels, group_numbers(keys))}
 
     def split(self, partitions: dict[str, ImageList]) -> DataSplits:
         images = partitions["all"]

@@ -47,28 +47,43 @@ _CHECK_THREADS = 8
 
 @dataclass
 class ImageList:
-    """Image files and their class ids, in annotation order."""
+    """Image files and their class ids, in annotation order; group ids where the
+    benchmark has them (see :class:`dml.datasets.base.LabeledDataset`)."""
 
     paths: list[Path]
     labels: np.ndarray
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if len(self.paths) != len(self.labels):
             raise DmlError(f"{len(self.paths)} image paths but {len(self.labels)} labels")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups, dtype=np.int64)
+            if len(self.groups) != len(self.labels):
+                raise DmlError(f"{len(self.groups)} group ids but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, index: np.ndarray | Sequence[int]) -> ImageList:
-        return ImageList([self.paths[i] for i in index], self.labels[np.asarray(index, int)])
+        index = np.asarray(index, int)
+        groups = self.groups[index] if self.groups is not None else None
+        return ImageList([self.paths[i] for i in index], self.labels[index], groups)
 
     @staticmethod
     def concat(lists: Sequence[ImageList]) -> ImageList:
+        grouped = all(lst.groups is not None for lst in lists)
         return ImageList(
             [p for lst in lists for p in lst.paths],
             np.concatenate([lst.labels for lst in lists]),
+            np.concatenate([lst.groups for lst in lists]) if grouped else None,
         )
+
+
+def group_numbers(keys: Sequence[str]) -> np.ndarray:
+    """Integer ids of string group keys: equal keys, equal ids."""
+    return np.unique(np.asarray(keys, dtype=str), return_inverse=True)[1].astype(np.int64)
 
 
 class ImageListDataset(LabeledDataset):
@@ -77,6 +92,8 @@ class ImageListDataset(LabeledDataset):
     def __init__(self, images: ImageList, transform: Transform | None = None) -> None:
         self.paths = [str(p) for p in images.paths]
         self.labels = torch.as_tensor(images.labels, dtype=torch.long)
+        if images.groups is not None:
+            self.groups = torch.as_tensor(images.groups, dtype=torch.long)
         self.transform = transform
 
     def __getitem__(self, index: int) -> tuple[Tensor | Image.Image, Tensor]:

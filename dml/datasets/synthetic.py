@@ -4,6 +4,11 @@ Benchmarks of losses, miners and metrics need data whose size and class overlap 
 dialled up and down without a download: ``num_classes`` centres are drawn around the
 origin with spread ``center_std``, and each class's samples around its centre with
 spread ``cluster_std``; their ratio sets how separable the classes are.
+
+``groups_per_class`` splits each class into that many groups (recording sessions, videos)
+that share an offset of spread ``group_std`` from the class centre: items of one group
+are closer to each other than to the rest of their class, as frames of one video are,
+and the group ids let ``eval.exclude_same_group=true`` measure retrieval across groups.
 """
 
 from __future__ import annotations
@@ -30,7 +35,16 @@ class GaussianClusters(ArraySource):
         test_fraction: float = 0.2,
         train_classes: int | None = None,
         seed: int = 0,
+        groups_per_class: int | None = None,
+        group_std: float = 1.0,
     ) -> None:
+        if groups_per_class is not None and not 1 <= groups_per_class <= samples_per_class:
+            raise DmlError(
+                f"dataset.groups_per_class={groups_per_class} must lie between 1 and "
+                f"dataset.samples_per_class={samples_per_class}, or be null (no groups)"
+            )
+        if group_std < 0:
+            raise DmlError(f"dataset.group_std={group_std} must not be negative")
         if num_classes < 2 or dim < 1 or samples_per_class < 2:
             raise DmlError(
                 f"dataset.num_classes={num_classes}, dim={dim}, samples_per_class="
@@ -50,11 +64,26 @@ class GaussianClusters(ArraySource):
         self.samples_per_class = samples_per_class
         self.cluster_std = cluster_std
         self.center_std = center_std
+        self.groups_per_class = groups_per_class
+        self.group_std = group_std
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         # Its own generator: the data must not change when the split's draws change.
         rng = np.random.default_rng([self.seed, 1])
         centers = rng.normal(0.0, self.center_std, size=(self.num_classes, self.dim))
         labels = np.repeat(np.arange(self.num_classes), self.samples_per_class)
-        noise = rng.normal(0.0, self.cluster_std, size=(len(labels), self.dim))
-        return (centers[labels] + noise).astype(np.float32), labels.astype(np.int64)
+        points = centers[labels] + rng.normal(0.0, self.cluster_std, size=(len(labels), self.dim))
+        groups = self.group_ids()
+        if groups is not None:
+            # Drawn after the rest, so adding groups leaves centres and noise as they were.
+            offsets = rng.normal(0.0, self.group_std, size=(int(groups.max()) + 1, self.dim))
+            points += offsets[groups]
+        return points.astype(np.float32), labels.astype(np.int64)
+
+    def group_ids(self) -> np.ndarray | None:
+        """Item i of a class is in that class's group i mod ``groups_per_class``."""
+        if self.groups_per_class is None:
+            return None
+        within = np.tile(np.arange(self.samples_per_class), self.num_classes)
+        labels = np.repeat(np.arange(self.num_classes), self.samples_per_class)
+        return labels * self.groups_per_class + within % self.groups_per_class

@@ -55,8 +55,10 @@ STRIP_TILES = 4
 SYMMETRIC_BUFFER_BYTES = 2 * 2**30
 # Bound on one block's candidate buffer, and on the distance rows of recomputed queries.
 BLOCK_BYTES = 256 * 2**20
-# Below this many distances an evaluation is not worth a log line.
+# From this many distances on (10k × 10k), an evaluation logs its time and memory first.
 LOG_ABOVE_PAIRS = 10**8
+# Queries faiss searches, once more, to time the search before it starts.
+FAISS_PROBE_QUERIES = 256
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,28 @@ RankedBlock = tuple[Tensor, Tensor]
 indices[i] shares its label. Columns past a query's depth are not meaningful."""
 
 
+BACKENDS = ("torch", "faiss")
+
+
+def check_backend(backend: str, setting: str = "backend") -> None:
+    """Fail before any work on a backend that cannot run here; ``setting`` is the name the
+    user knows it by (``eval.backend`` in a config)."""
+    if backend not in BACKENDS:
+        raise DmlError(f"{setting}={backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "faiss":
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            raise DmlError(
+                f"{setting}=faiss needs the faiss package, which is not installed: "
+                "pip install faiss-cpu (or use torch, which gives the same numbers)"
+            ) from None
+
+
 def ranked_matches(problem: Problem, backend: str, tile: int | None) -> Iterator[RankedBlock]:
+    check_backend(backend)
     if backend == "faiss":
         return _faiss_ranked(problem)
-    if backend != "torch":
-        raise DmlError(f"backend must be 'torch' or 'faiss', got {backend!r}")
     if tile is None:
         tile = CUDA_TILE if problem.query.is_cuda else CPU_TILE
     if tile < 1:
@@ -237,22 +256,54 @@ class _TiledSearch:
         return int(min(self.n_ref, math.ceil(float(wanted.max())) + 16))
 
     def _log_estimate(self) -> None:
-        start = time.perf_counter()
-        probe = self._strip(0, 0, 1)
-        _flat_nonzero(torch.le(probe, probe[:, :1], out=self._mask(self.row_mask, *probe.shape)))
-        if probe.is_cuda:
-            torch.cuda.synchronize(probe.device)
-        seconds_per_pair = (time.perf_counter() - start) / probe.numel()
+        """Time and peak memory of the search, logged before it starts, so that a user who
+        asked for more than the machine gives sees it at once, not hours later.
+
+        Time: one strip of distances and selection against the first row block's real
+        thresholds is timed (twice: the first also pays page faults and BLAS warm-up) and
+        scaled to the number of distances computed. Memory: the sizes of what the search
+        allocates; the recomputation block is only used if a sampled threshold misses,
+        which at large N some always do."""
+        t, d = self.tile, self.row_x.shape[1]
+        threshold = self._thresholds(self._sample_strip(0), 0)
+        wanted = threshold[threshold > -math.inf]
+        typical = wanted.median() if len(wanted) else threshold.new_tensor(-math.inf)
+        seconds = math.inf
+        for _ in range(2):
+            start = time.perf_counter()
+            strip = self._strip(0, 0, self.strip_tiles)
+            rows = self._mask(self.row_mask, *strip.shape)
+            _flat_nonzero(torch.le(strip, threshold.unsqueeze(1), out=rows))
+            if self.symmetric:
+                # Query = reference also reads every strip for its columns, transposed.
+                columns = self._mask(self.col_mask, strip.shape[1], strip.shape[0])
+                _flat_nonzero(columns.copy_(torch.le(strip, typical, out=rows).T))
+            if strip.is_cuda:
+                torch.cuda.synchronize(strip.device)
+            seconds = min(seconds, time.perf_counter() - start)
         pairs = len(self.row_x) * len(self.col_x) / (2 if self.symmetric else 1)
-        rows = len(self.row_x) if self.symmetric else self.tile
+        copies = len(self.col_x) + (0 if self.p.same_set else len(self.row_x))
+        mib = {
+            "embeddings": copies * (d + 1) * 4,
+            "candidate buffers": (len(self.row_x) if self.symmetric else t) * self.capacity * 8,
+            "distance strips": self.strip.numel() * 6,
+            # Distances (4 bytes) and three masks (1 byte each) of one block of rows.
+            "recomputation": t * len(self.col_x) * 7,
+        }
         log.info(
-            "Retrieval metrics for %d queries × %d references: about %.0f MiB of neighbour "
-            "buffers and %.0f s (from one timed tile; %s distance matrix).",
+            "Retrieval metrics for %d queries × %d references (dimension %d): about %.0f s "
+            "and %.0f MiB (%s). Time from one timed strip of %d×%d distances (%.1f ns per "
+            "distance, %.1e distances; the matmuls alone are %.1e FLOP).",
             self.n_rows,
             self.n_ref,
-            rows * self.capacity * 8 / 2**20,
-            pairs * seconds_per_pair,
-            "half of a symmetric" if self.symmetric else "the full",
+            d,
+            pairs * seconds / strip.numel(),
+            sum(mib.values()) / 2**20,
+            ", ".join(f"{name} {size / 2**20:.0f}" for name, size in mib.items()),
+            *strip.shape,
+            seconds / strip.numel() * 1e9,
+            pairs,
+            2 * pairs * d,
         )
 
     # Distances
@@ -491,10 +542,8 @@ def _faiss_ranked(p: Problem) -> Iterator[RankedBlock]:
 
     faiss cannot skip a query's own group, so it asks for as many extra neighbours as the
     largest reference group and drops them afterwards; the answer stays exact."""
-    try:
-        import faiss
-    except ModuleNotFoundError as error:
-        raise DmlError("backend='faiss' needs the faiss package: pip install faiss-cpu") from error
+    import faiss
+
     device = p.query.device
     index = faiss.IndexFlatL2(p.reference.shape[1])
     index.add(p.reference.cpu().contiguous().numpy())
@@ -504,7 +553,10 @@ def _faiss_ranked(p: Problem) -> Iterator[RankedBlock]:
     n_ref = len(p.reference)
     wanted = (p.depth > 0).nonzero().squeeze(1)
     k_max = min(n_ref, int(p.depth.max()) + extra) if len(wanted) else 1
-    for part in wanted.split(max(1, BLOCK_BYTES // (12 * k_max))) if len(wanted) else ():
+    block = max(1, BLOCK_BYTES // (12 * k_max))
+    if len(wanted) * n_ref >= LOG_ABOVE_PAIRS:
+        _log_faiss_estimate(index, p, wanted, k_max, block)
+    for part in wanted.split(block) if len(wanted) else ():
         k = min(n_ref, int(p.depth[part].max()) + extra)
         dist, index_ = index.search(p.query[part].cpu().contiguous().numpy(), k)
         dist = torch.from_numpy(dist).to(device)
@@ -517,3 +569,29 @@ def _faiss_ranked(p: Problem) -> Iterator[RankedBlock]:
         keys = torch.where(drop, _PAD, _keys(dist, found.clamp_min(0)))
         top = torch.topk(keys, min(int(p.depth[part].max()), k), dim=1, largest=False).values
         yield part, _matches(top, p.reference_labels, p.query_labels[part])
+
+
+def _log_faiss_estimate(index: object, p: Problem, wanted: Tensor, k: int, block: int) -> None:
+    """Time and memory of a faiss search, logged before it starts: a few queries are
+    searched (an extra 256 of the N) and their time scaled to all of them, since faiss'
+    cost, like this module's, is mostly its selection of the nearest, not the matmul."""
+    probe = wanted[:FAISS_PROBE_QUERIES]
+    start = time.perf_counter()
+    index.search(p.query[probe].cpu().contiguous().numpy(), k)  # type: ignore[attr-defined]
+    seconds = (time.perf_counter() - start) * len(wanted) / len(probe)
+    d = p.reference.shape[1]
+    mib = {
+        "index": len(p.reference) * d * 4,
+        "results of one block of queries": min(block, len(wanted)) * k * 12,
+    }
+    log.info(
+        "Retrieval metrics for %d queries × %d references (dimension %d, faiss): about "
+        "%.0f s and %.0f MiB (%s). Time from one timed search of %d queries.",
+        len(wanted),
+        len(p.reference),
+        d,
+        seconds,
+        sum(mib.values()) / 2**20,
+        ", ".join(f"{name} {size / 2**20:.0f}" for name, size in mib.items()),
+        len(probe),
+    )
