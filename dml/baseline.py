@@ -20,9 +20,16 @@ MAX_ITEMS = 20_000
 
 
 def raw_input_baseline(
-    splits: DataSplits, normalize: bool, k_values: Sequence[int]
+    splits: DataSplits,
+    normalize: bool,
+    k_values: Sequence[int],
+    *,
+    backend: str = "torch",
+    exclude_same_group: bool = False,
 ) -> dict[str, float]:
-    """``test/raw_*`` retrieval metrics of the flattened test inputs, or {} when too big."""
+    """``test/raw_*`` retrieval metrics of the flattened test inputs, or {} when too big.
+
+    Measured under the run's own evaluation protocol (``eval.*``), groups included."""
     if len(splits.test) > MAX_ITEMS:
         return {}
     first = splits.test[0][0]
@@ -31,5 +38,8 @@ def raw_input_baseline(
     inputs = stacked_inputs(splits.test).flatten(1).float()
     if normalize:
         inputs = F.normalize(inputs, dim=1)
-    metrics = retrieval_metrics(inputs, splits.test.labels, k_values=k_values)
+    groups = splits.test.groups if exclude_same_group else None
+    metrics = retrieval_metrics(
+        inputs, splits.test.labels, k_values=k_values, query_groups=groups, backend=backend
+    )
     return {f"test/raw_{key}": value for key, value in metrics.items()}

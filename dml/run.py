@@ -235,7 +235,11 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
         baseline: dict[str, float] = {}
         if ckpt_path is None:
             baseline = raw_input_baseline(
-                datamodule.splits, cfg.normalize_embeddings, list(cfg.eval.k_values)
+                datamodule.splits,
+                cfg.normalize_embeddings,
+                list(cfg.eval.k_values),
+                backend=cfg.eval.backend,
+                exclude_same_group=cfg.eval.exclude_same_group,
             )
             for logger in loggers:
                 logger.log_metrics({**baseline, "epoch": 0})

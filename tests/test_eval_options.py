@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from dml.baseline import raw_input_baseline
 from dml.datamodule import EmbeddingDataModule
 from dml.datasets.synthetic import GaussianClusters
 from dml.errors import DmlError
@@ -138,3 +139,15 @@ def test_exclude_same_group_without_groups_fails_at_setup() -> None:
     message = str(caught.value)
     assert message.startswith("eval.exclude_same_group=true, but the val split of GaussianClusters")
     assert "eval.exclude_same_group=false" in message and "\n" not in message
+
+
+def test_the_raw_input_baseline_follows_the_runs_protocol() -> None:
+    splits = GaussianClusters(8, 6, 30, seed=3, groups_per_class=5, group_std=1.5).load()
+    inputs = torch.nn.functional.normalize(splits.test.features, dim=1)
+    grouped = raw_input_baseline(splits, True, (1, 2), exclude_same_group=True)
+    expected = retrieval_metrics(
+        inputs, splits.test.labels, k_values=(1, 2), query_groups=splits.test.groups
+    )
+    assert grouped == pytest.approx({f"test/raw_{k}": v for k, v in expected.items()})
+    plain = raw_input_baseline(splits, True, (1, 2))
+    assert grouped["test/raw_map_at_r"] < plain["test/raw_map_at_r"]
