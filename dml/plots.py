@@ -115,13 +115,21 @@ def draw_distance_curves(
 
 
 def distance_curves_figure(history: dict[str, np.ndarray], prefix: str = "val") -> Figure:
-    """The curve that shows metric learning working: positives pulled in, negatives pushed out."""
+    """The curve that shows metric learning working: positives pulled in, negatives pushed out.
+
+    ``prefix="train"`` draws the Siamese training pairs (``dataset.pairs=true``), whose
+    distances are averaged over each epoch's steps, so their curve starts at epoch 1.
+    """
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = figure.add_subplot()
     draw_distance_curves(ax, history, prefix=prefix)
-    ax.set_xlabel("epoch (0 = before training)")
+    if prefix == "train":
+        ax.set_xlabel("epoch (mean over its training steps)")
+        ax.set_title("Embedding distances of the similar and dissimilar training pairs")
+    else:
+        ax.set_xlabel("epoch (0 = before training)")
+        ax.set_title("Embedding distances of same-class and different-class pairs")
     ax.set_ylabel(f"{prefix} pair distance (mean ± std)")
-    ax.set_title("Embedding distances of same-class and different-class pairs")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
