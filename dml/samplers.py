@@ -7,13 +7,17 @@ numbers, which makes resuming a run reproduce the same batches.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
 from dml.errors import DmlError
+
+T = TypeVar("T")
 
 
 class ClassBalancedBatchSampler(Sampler[list[int]]):
@@ -57,6 +61,36 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
                     pick = torch.randint(len(members), (k,), generator=gen)
                 batch.append(members[pick])
             yield torch.cat(batch).tolist()
+
+
+class ShardedSampler(Sampler[T]):
+    """One process's share of another sampler's items (indices, or whole batches), under DDP.
+
+    Every process draws the same items (same seed, same epoch) and keeps every
+    ``num_replicas``-th one, starting at its ``rank``: processes never share an item, and
+    one epoch still covers the training split once, in ``len(items) // num_replicas`` items
+    per process (at least one; a split too small for that repeats items). Lightning cannot
+    put its DistributedSampler inside a custom batch sampler, so the data module does this.
+    """
+
+    def __init__(self, items: Sampler[T], num_replicas: int, rank: int) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.items = items
+        self.num_replicas = num_replicas
+        self.rank = rank
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.items, "set_epoch"):
+            self.items.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return max(1, len(self.items) // self.num_replicas)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[T]:
+        stream = itertools.chain.from_iterable(itertools.repeat(self.items))
+        shared = itertools.islice(stream, len(self) * self.num_replicas)
+        yield from itertools.islice(shared, self.rank, None, self.num_replicas)
 
 
 def check_batch_feasible(labels: Tensor, batch_size: int, samples_per_class: int) -> None:
