@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from dml.datasets.base import DatasetSource, DataSplits, GroupedDataset, LabeledDataset
 from dml.datasets.pairs import PairDataset, PairSampler
 from dml.errors import DmlError
-from dml.samplers import ClassBalancedBatchSampler
+from dml.samplers import ClassBalancedBatchSampler, ShardedSampler
+
+T = TypeVar("T")
 
 
 class EmbeddingDataModule(pl.LightningDataModule):
@@ -95,20 +99,31 @@ class EmbeddingDataModule(pl.LightningDataModule):
             )
         return self._train_sampler
 
+    def process_share(self) -> tuple[int, int]:
+        """(processes, this one's rank) of the attached trainer: (1, 0) outside DDP."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def _shard(self, items: Sampler[T]) -> Sampler[T]:
+        """Under DDP, this process's share of the training batches (or pairs)."""
+        processes, rank = self.process_share()
+        return ShardedSampler(items, processes, rank) if processes > 1 else items
+
     def train_dataloader(self) -> DataLoader:
         if self.pairs:
             pairs = self.train_pairs()
             return DataLoader(
                 pairs,
                 batch_size=self.batch_size,
-                sampler=PairSampler(pairs),
+                sampler=self._shard(PairSampler(pairs)),
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.persistent_workers,
             )
         return DataLoader(
             self.splits.train,
-            batch_sampler=self.train_sampler(),
+            batch_sampler=self._shard(self.train_sampler()),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -120,10 +135,20 @@ class EmbeddingDataModule(pl.LightningDataModule):
             GroupedDataset(dataset) if groups else dataset,
             batch_size=self.eval_batch_size,
             shuffle=False,
+            sampler=self._eval_sampler(dataset),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )
+
+    def _eval_sampler(self, dataset: LabeledDataset) -> DistributedSampler | None:
+        """Under DDP, every process evaluates every n-th sample (padded to equal lengths,
+        so the processes run the same number of steps); the module gathers the embeddings
+        with their indices and drops the padding's copies before computing metrics."""
+        processes, rank = self.process_share()
+        if processes == 1:
+            return None
+        return DistributedSampler(dataset, num_replicas=processes, rank=rank, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.splits.val, self.eval_groups)
