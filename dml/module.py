@@ -14,6 +14,14 @@ from torch.nn import functional as F
 
 from dml.curves import pair_distance_stats
 from dml.datasets.pairs import PairBatch
+from dml.distributed import (
+    all_gather_cat,
+    gather_unique,
+    gather_with_grad,
+    loader_indices,
+    mean_over_processes,
+    world_size,
+)
 from dml.errors import DmlError
 from dml.health import CollapseDetector
 from dml.losses.base import EmbeddingLoss
@@ -48,6 +56,7 @@ class EmbeddingModule(pl.LightningModule):
         k_values: Sequence[int] = (1, 2, 4, 8),
         run_config: dict[str, Any] | None = None,
         memory: CrossBatchMemory | None = None,
+        gather: bool = True,
         eval_backend: str = "torch",
     ) -> None:
         super().__init__()
@@ -55,6 +64,8 @@ class EmbeddingModule(pl.LightningModule):
         self.loss_fn = loss
         self.miner = miner
         self.memory = memory
+        # Under DDP, the loss and miner see every process's batch (loss.gather).
+        self.gather = gather
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
         self.normalize = normalize
@@ -99,7 +110,15 @@ class EmbeddingModule(pl.LightningModule):
 
         With a cross-batch memory the miner and loss also compare the batch with the stored
         embeddings; the batch is enqueued only after the loss, so it never meets itself.
+
+        Under DDP (``loss.gather``, the default) the miner and loss see the batches of all
+        processes, and the memory stores them; see :mod:`dml.distributed` for why the
+        gradient then equals the one-process gradient on the concatenated batch. Given
+        tuples index this process's batch, so they are scored on it alone.
         """
+        gathered = self.gather and mined is None and world_size() > 1
+        if gathered:
+            embeddings, labels = gather_with_grad(embeddings), all_gather_cat(labels)
         if self.memory is None:
             if mined is None and self.miner is not None:
                 mined = self.miner(embeddings, labels)
@@ -113,8 +132,10 @@ class EmbeddingModule(pl.LightningModule):
         if mined is None and self.miner is not None:
             mined = self.miner(embeddings, labels, refs)
         out = self.loss_fn.compute(embeddings, labels, mined, refs)
-        gathered = self.all_gather(embeddings.detach()).reshape(-1, embeddings.shape[1])
-        self.memory.enqueue(gathered, self.all_gather(labels).reshape(-1))
+        if gathered:
+            self.memory.enqueue(embeddings.detach(), labels)
+        else:
+            self.memory.enqueue(all_gather_cat(embeddings.detach()), all_gather_cat(labels))
         return out.loss, out.num_tuples, out.num_active
 
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
@@ -187,7 +208,8 @@ class EmbeddingModule(pl.LightningModule):
             batch_sampler.set_epoch(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
-        loss_sum, tuples, active, norm_sum, steps = self._epoch_sums.tolist()
+        sums = mean_over_processes(self._epoch_sums.to(self.device)).cpu()
+        loss_sum, tuples, active, norm_sum, steps = sums.tolist()
         steps = max(steps, 1.0)
         self._last_train_loss = loss_sum / steps
         self.log_dict(
@@ -253,6 +275,7 @@ class EmbeddingModule(pl.LightningModule):
                 )
             )
         self._eval_batches = []
+        parts = self._gather_parts(prefix, parts)
         embeddings, labels, groups = parts[0]
         if len(parts) == 2:
             # Query against gallery (In-Shop): the gallery is the reference set.
@@ -284,6 +307,21 @@ class EmbeddingModule(pl.LightningModule):
         if prefix == "val" and self.completed_epochs() > 0:
             self._check_collapse(metrics["dist_pos_mean"], metrics["dist_neg_mean"], logged)
         self.log_dict(logged)
+
+    def _gather_parts(self, prefix: str, parts: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Under DDP, every process's samples of each loader (a tuple of per-sample tensors,
+        or None), once each, in dataset order: the metrics equal one process's."""
+        if world_size() == 1:
+            return parts
+        loaders = self.trainer.val_dataloaders if prefix == "val" else self.trainer.test_dataloaders
+        loaders = loaders if isinstance(loaders, list) else [loaders]
+        gathered = []
+        for loader, part in zip(loaders, parts, strict=True):
+            indices = loader_indices(loader, len(part[0])).to(part[0].device)
+            _, *present = gather_unique(indices, *(t for t in part if t is not None))
+            filled = iter(present)
+            gathered.append(tuple(None if t is None else next(filled) for t in part))
+        return gathered
 
     def _keep_snapshot(self, prefix: str, embeddings: Tensor, labels: Tensor) -> None:
         """A fixed random subset (same items every epoch), so start and end are comparable."""
