@@ -19,4 +19,5 @@ def print_metrics_table(
             table.add_row(key, f"{metrics[key]:.4f}")
     console = Console()
     console.print(table)
-    console.print(f"Run directory: {run_dir.resolve()}")
+    # One line however long the path (no wrapping), so it can be copied and grepped.
+    console.print(f"Run directory: {run_dir.resolve()}", soft_wrap=True)
