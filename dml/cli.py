@@ -121,6 +121,9 @@ def quiet_library_chatter() -> None:
     logging.getLogger("pytorch_lightning.accelerators.cuda").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+    # Under DDP every process logs the same epoch values (dml gathers the batches and the
+    # evaluation embeddings itself), so Lightning's advice to sync them does not apply.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,8 +13,8 @@ How the module uses it (one training step)::
 
 Enqueue after the loss, so a batch never meets itself in the memory (its own pairs come
 from the batch block, which carries gradients; memory entries are constants). Under
-DDP, enqueue the batch gathered from every process (``LightningModule.all_gather``,
-flattened), so every rank holds the same memory.
+DDP, enqueue the batch gathered from every process (:func:`dml.distributed.all_gather_cat`;
+with ``loss.gather`` the loss already had it), so every rank holds the same memory.
 """
 
 from __future__ import annotations

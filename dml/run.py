@@ -24,6 +24,7 @@ from dml.baseline import raw_input_baseline
 from dml.config_checks import check_config
 from dml.datamodule import EmbeddingDataModule
 from dml.datasets.base import DatasetSource
+from dml.distributed import finish_distributed, is_rank_zero, prepare_distributed
 from dml.errors import DmlError
 from dml.history import EpochHistoryLogger
 from dml.losses.compat import check_compatible
@@ -58,7 +59,7 @@ def build(node: DictConfig | None, **kwargs: Any) -> Any:
 def build_module(cfg: DictConfig) -> EmbeddingModule:
     check_backend(cfg.eval.backend, "eval.backend")
     backbone = build(cfg.backbone)
-    loss = build(cfg.loss)
+    loss, gather = build_loss(cfg)
     miner = build(cfg.miner)
     memory = build(cfg.get("memory"))
     pairs = cfg.get("dataset", {}).get("pairs", False)
@@ -74,7 +75,22 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
         k_values=list(cfg.eval.k_values),
         eval_backend=cfg.eval.backend,
         run_config=OmegaConf.to_container(cfg, resolve=True),
+        gather=gather,
     )
+
+
+def build_loss(cfg: DictConfig) -> tuple[Any, bool]:
+    """The loss, and whether it sees the batches of all DDP processes (``loss.gather``).
+
+    ``gather`` is the module's key, not the loss class's; train.yaml sets it under ``loss``
+    so that ``loss.gather=false`` composes with every loss option, the user's own included.
+    """
+    node = cfg.loss.copy()
+    with open_dict(node):
+        gather = node.pop("gather", True)
+    if not isinstance(gather, bool):
+        raise DmlError(f"loss.gather={gather!r} must be true or false")
+    return build(node), gather
 
 
 # Keys under ``dataset`` that say how the data module serves the data, not where it lives.
@@ -200,13 +216,15 @@ def build_trainer(
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(LossProgressBar(leave=True))
-    return build(
+    trainer = build(
         cfg.trainer,
         logger=loggers,
         callbacks=callbacks,
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
     )
+    prepare_distributed(trainer)
+    return trainer
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -216,10 +234,15 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float]:
-    """Train, validate every epoch (and once before training), test; return final metrics."""
+    """Train, validate every epoch (and once before training), test; return final metrics.
+
+    Under DDP the other processes run this too (started by rank 0's first trainer call),
+    but only rank 0 writes: they return an empty dict.
+    """
     check_config(cfg)
     run_dir = resolve_run_dir(run_dir)
-    check_writable(run_dir)
+    if is_rank_zero():
+        check_writable(run_dir)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     pseudo_labeler = build(cfg.get("semi"))
@@ -228,29 +251,31 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
     module = build_module(cfg)
     loggers = build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
     exit_code = 1
+    trainer = None
+    final: dict[str, float] = {}
     interrupt = InterruptCheckpoint(run_dir)
     extra = [interrupt] if pseudo_labeler is None else [interrupt, pseudo_labeler]
     try:
         trainer = build_trainer(cfg, run_dir, loggers, extra=extra)
-        baseline: dict[str, float] = {}
         if ckpt_path is None:
-            baseline = raw_input_baseline(
-                datamodule.splits,
-                cfg.normalize_embeddings,
-                list(cfg.eval.k_values),
-                backend=cfg.eval.backend,
-                exclude_same_group=cfg.eval.exclude_same_group,
-            )
-            for logger in loggers:
-                logger.log_metrics({**baseline, "epoch": 0})
+            if is_rank_zero():
+                baseline = raw_input_baseline(
+                    datamodule.splits,
+                    cfg.normalize_embeddings,
+                    list(cfg.eval.k_values),
+                    backend=cfg.eval.backend,
+                    exclude_same_group=cfg.eval.exclude_same_group,
+                )
+                for logger in loggers:
+                    logger.log_metrics({**baseline, "epoch": 0})
             trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         trainer.test(module, datamodule=datamodule, verbose=False)
-        history = loggers[0].rows
-        raw = {k: v for k, v in history.get(0, {}).items() if k.startswith("test/raw_")}
-        final = {**raw, **history[max(history)]}
-        write_json(run_dir / "metrics.json", final)
         if trainer.is_global_zero:
+            history = loggers[0].rows
+            raw = {k: v for k, v in history.get(0, {}).items() if k.startswith("test/raw_")}
+            final = {**raw, **history[max(history)]}
+            write_json(run_dir / "metrics.json", final)
             log_plots(loggers, write_run_plots(run_dir, **module.snapshots))
         exit_code = 0
     except SystemExit:
@@ -262,8 +287,12 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
             f"with: {resume_command(cfg, run_dir)}"
         ) from None
     finally:
+        # Children first: once this process has failed, one of them exiting must not
+        # make Lightning's watcher kill this process before W&B has finished.
+        finish_distributed(trainer, failed=exit_code != 0)
         finish_loggers(loggers, exit_code)
-    print_metrics_table(final, run_dir)
+    if final:
+        print_metrics_table(final, run_dir)
     return final
 
 
@@ -352,7 +381,15 @@ def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, fl
         enable_checkpointing=False,
         enable_progress_bar=False,
     )
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    prepare_distributed(trainer)
+    failed = True
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        failed = False
+    finally:
+        finish_distributed(trainer, failed)
+    if not trainer.is_global_zero:
+        return {}
     final = dict(history.rows[max(history.rows)])
     write_json(run_dir / "metrics.json", final)
     print_metrics_table(final, run_dir, title=f"Evaluation of {cfg.ckpt_path}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from dml.resume import save_wandb_id, saved_wandb_id
 from dml.run_naming import run_identity
@@ -51,6 +51,9 @@ def build_wandb_logger(
     }
     if previous_id:
         kwargs.update(id=previous_id, resume="allow")
+    if rank_zero_only.rank != 0:
+        # Another DDP process: rank 0 owns the W&B run, and Lightning logs only there.
+        return build(cfg.logger, **kwargs)
 
     def start(**extra: Any) -> tuple[WandbLogger, Any]:
         logger = build(cfg.logger, **kwargs, **extra)

@@ -10,7 +10,14 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
 
 from dml.errors import DmlError
-from dml.run import build, build_datamodule, build_module, build_source, check_accelerator
+from dml.run import (
+    build,
+    build_datamodule,
+    build_loss,
+    build_module,
+    build_source,
+    check_accelerator,
+)
 from tests.conftest import group_options
 
 COMPONENT_GROUPS = [
@@ -67,6 +74,8 @@ def test_every_option_instantiates(
         built = build(node, logger=False)
     elif group == "dataset":
         built = build_source(cfg)
+    elif group == "loss":
+        built, _ = build_loss(cfg)
     else:
         built = build(node)
     if "_target_" in node:
