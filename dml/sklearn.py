@@ -133,7 +133,9 @@ def group_choices_config(choices: tuple[tuple[str, str], ...]) -> DictConfig:
         ((group, default),) = entry.items()
         option = chosen.get(group, default)
         if group not in UNUSED_GROUPS and option is not None:
-            root[group] = load_option(group, option)
+            # As Hydra with `_self_` first: the option's keys over train.yaml's own
+            # (train.yaml sets loss.gather under the loss group).
+            root[group] = OmegaConf.merge(root.get(group) or {}, load_option(group, option))
     # The data arrives as arrays: only its shape is kept, which backbones interpolate.
     root["dataset"] = {"input_shape": None}
     return root
