@@ -178,8 +178,8 @@ def test_sharded_batches_are_disjoint_equal_in_number_and_cover_the_epoch() -> N
 def test_one_process_gathers_nothing() -> None:
     x = torch.randn(4, 3, requires_grad=True)
     assert gather_with_grad(x) is x
-    indices, (y) = gather_unique(torch.arange(4), x)
-    assert y is x
+    indices, y = gather_unique(torch.arange(4), x)
+    assert y is x and indices.tolist() == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("option", group_options("loss"))
