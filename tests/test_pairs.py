@@ -77,12 +77,13 @@ def test_loader_serves_pair_batches_of_the_sampler_epoch() -> None:
     [
         ([5, 5], 1.0, r"dataset.positive_ratio=1.0 must lie strictly between 0 and 1"),
         ([5, 5], 0.0, r"dataset.positive_ratio=0.0 must lie strictly between 0 and 1"),
+        ([5, 5], "half", r"dataset.positive_ratio='half' must lie strictly between 0 and 1"),
         ([10], 0.5, r"at least 2 training classes"),
         ([1, 1, 1, 3], 0.8, r"only 3 training items have a same-class partner"),
     ],
 )
 def test_impossible_pair_settings_are_one_line_errors(
-    counts: list[int], ratio: float, message: str
+    counts: list[int], ratio: object, message: str
 ) -> None:
     with pytest.raises(DmlError, match=message) as info:
         PairDataset(labelled(counts), ratio)

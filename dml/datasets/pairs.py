@@ -53,7 +53,8 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, base: LabeledDataset, positive_ratio: float = 0.5, seed: int = 0) -> None:
-        if isinstance(positive_ratio, bool) or not 0 < positive_ratio < 1:
+        number = isinstance(positive_ratio, int | float) and not isinstance(positive_ratio, bool)
+        if not number or not 0 < positive_ratio < 1:
             raise DmlError(
                 f"dataset.positive_ratio={positive_ratio!r} must lie strictly between 0 and 1 "
                 "(the fraction of similar pairs)"
