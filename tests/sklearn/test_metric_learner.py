@@ -166,3 +166,40 @@ def test_random_state_repeats_the_fit_and_leaves_torch_rng_alone(
     second = MetricLearner(**kwargs).fit(x, y).transform(x)
     np.testing.assert_array_equal(first, second)
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_a_refit_of_the_same_config_equals_a_fresh_build(iris) -> None:
+    """Fits of one config reuse its built module; the result must not depend on it."""
+    import dml.sklearn
+
+    x, y = iris
+    settings = {
+        "backbone": "mlp",
+        "optimizer": "adam",
+        "max_epochs": 2,
+        "batch_size": 30,
+        "config": {"data.samples_per_class": 10},
+        "random_state": 3,
+    }
+    dml.sklearn.built_prototype.cache_clear()
+    fresh = MetricLearner(**settings).fit(x, y)
+    assert dml.sklearn.built_prototype.cache_info().currsize == 1
+    again = MetricLearner(**settings).fit(x, y)
+    assert dml.sklearn.built_prototype.cache_info().hits >= 1
+    assert np.array_equal(fresh.transform(x), again.transform(x))
+    assert fresh.loss_curve_ == again.loss_curve_
+    other = MetricLearner(**{**settings, "random_state": 4}).fit(x, y)
+    assert not np.array_equal(fresh.transform(x), other.transform(x))
+
+
+def test_nca_with_lbfgs_defaults_to_euclidean_distances_and_8_iterations(iris) -> None:
+    x, y = iris
+    learner = MetricLearner(random_state=0).fit(x, y)
+    assert type(learner.module_.loss_fn.distance).__name__ == "EuclideanDistance"
+    assert learner.module_.optimizer_factory.keywords["max_iter"] == 8
+    squared = MetricLearner(
+        random_state=0, config={"loss.distance._target_": "dml.distances.SquaredEuclideanDistance"}
+    ).fit(x, y)
+    assert type(squared.module_.loss_fn.distance).__name__ == "SquaredEuclideanDistance"
+    lmnn = MetricLearner(loss="lmnn", random_state=0).fit(x, y)
+    assert type(lmnn.module_.loss_fn.distance).__name__ == "SquaredEuclideanDistance"
