@@ -61,6 +61,9 @@ from dml.semi import PseudoLabeledDataset
 UNUSED_GROUPS = frozenset({"dataset", "logger", "hydra", "experiment", "semi"})
 # Rows embedded at once by transform: bounds its memory on large inputs.
 TRANSFORM_CHUNK = 8192
+# Untrained modules above this many parameters (a ResNet) are not kept between fits:
+# building one costs little next to training it, and keeping it costs memory.
+PROTOTYPE_MAX_PARAMETERS = 1_000_000
 # Where the classic learners under full-batch L-BFGS (the default optimizer) differ from
 # the CLI's YAMLs; MetricLearner's ``config`` overrides them. Chosen by the 3-NN accuracy
 # of StratifiedKFold(5) on iris and wine, averaged over 10 shuffles (random_state 0..9):
@@ -68,9 +71,6 @@ TRANSFORM_CHUNK = 8192
 # iterations (its log-likelihood keeps stretching L and overfits a hundred rows), scored
 # 96.5 / 97.2 % against 95.7 / 96.9 % for the YAML's squared distances and 20 iterations
 # (metric-learn 0.7.0's NCA: 95.9 / 96.6 %), in under half the fit time.
-# Untrained modules above this many parameters (a ResNet) are not kept between fits:
-# building one costs little next to training it, and keeping it costs memory.
-PROTOTYPE_MAX_PARAMETERS = 1_000_000
 LBFGS_DEFAULTS: dict[str, dict[str, Any]] = {
     "nca": {
         "loss.distance._target_": "dml.distances.EuclideanDistance",
