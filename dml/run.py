@@ -6,6 +6,7 @@ wrapper) as well as from the CLI.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from pytorch_lightning.loggers import Logger
 from dml.baseline import raw_input_baseline
 from dml.config_checks import check_config
 from dml.datamodule import EmbeddingDataModule
-from dml.datasets.base import DatasetSource
+from dml.datasets.base import DatasetSource, DataSplits, LabeledDataset
 from dml.distributed import finish_distributed, is_rank_zero, prepare_distributed
 from dml.errors import DmlError
 from dml.history import EpochHistoryLogger
@@ -339,6 +340,16 @@ def load_trained(cfg: DictConfig) -> tuple[DictConfig, EmbeddingModule, Embeddin
     return config, module, build_datamodule(config, training=False)
 
 
+def without_augmentation(dataset: LabeledDataset, splits: DataSplits) -> LabeledDataset:
+    """The split as evaluation sees it: the training split carries the random training
+    transform, so it is given the validation split's (deterministic) one instead."""
+    if dataset is not splits.train:
+        return dataset
+    view = copy.copy(dataset)
+    view.transform = splits.val.transform
+    return view
+
+
 def embed(cfg: DictConfig) -> Path:
     """Write ``embeddings``, ``labels`` and ``ids`` (indices into the split) of a split,
     and ``groups`` where the data defines them."""
@@ -350,7 +361,7 @@ def embed(cfg: DictConfig) -> Path:
         splits += ["query", "gallery"]
     if cfg.split not in splits:
         raise DmlError(f"split={cfg.split!r} is not one of {', '.join(splits)}")
-    dataset = getattr(datamodule.splits, cfg.split)
+    dataset = without_augmentation(getattr(datamodule.splits, cfg.split), datamodule.splits)
     module.eval()
     chunks = []
     with torch.no_grad():
