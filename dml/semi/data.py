@@ -227,6 +227,22 @@ class SemiSupervisedDataModule(EmbeddingDataModule):
             self._splits = dataclasses.replace(loaded, train=train)
         return self._splits
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The training split's current labels and weights (its pseudo-labels), for
+        checkpoints: a resumed run trains on what the interrupted one had assigned."""
+        train = self.splits.train
+        return {"labels": train.labels, "weights": train.weights}
+
+    def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        train = self.splits.train
+        if len(state_dict["labels"]) != len(train):
+            raise DmlError(
+                f"the checkpoint holds labels of {len(state_dict['labels'])} training items, "
+                f"but this run's training split has {len(train)}; resume with the same dataset"
+            )
+        train.labels = state_dict["labels"].clone()
+        train.weights = state_dict["weights"].clone()
+
     def train_sampler(self) -> SemiSupervisedBatchSampler:
         if not hasattr(self, "_train_sampler"):
             pseudo = self.pseudo_labeler

@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
@@ -153,7 +154,13 @@ class PseudoLabeler(Callback):
         since = completed_epochs - self.start_epoch
         return since >= 0 and since % self.every_n_epochs == 0
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Relabel after a training epoch's validation, which is before that epoch's
+        checkpoint is written (Lightning runs checkpoint callbacks last), so the checkpoint
+        holds these pseudo-labels (in the data module's state) and a resumed run goes on
+        with them."""
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return
         completed = trainer.current_epoch + 1
         if not self.due(completed):
             return

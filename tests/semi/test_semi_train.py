@@ -148,3 +148,28 @@ def test_knn_accuracy_of_a_semi_supervised_run_fits_on_the_labelled_items_only(
     assert len(labelled) == int(train_split.labeled.sum()) < len(train_split)
     x, label = labelled[0]
     assert int(label) == int(train_split.hidden_labels[train_split.labeled][0])
+
+
+def test_resumed_pseudo_label_run_reaches_the_uninterrupted_result(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """The checkpoint holds the pseudo-labels (the data module's state), so the epochs
+    after a resume train on the same pseudo-labelled batches as an uninterrupted run."""
+    from tests.test_resume import DETERMINISTIC
+
+    settings = [
+        *DETERMINISTIC,
+        "scheduler=none",
+        "logger=none",
+        "dataset.labeled_fraction=0.2",
+        "semi=pseudo_label",
+        "semi.start_epoch=1",
+    ]
+    full = train(compose_cfg(*settings), tmp_path / "full")
+    partial = tmp_path / "partial"
+    train(compose_cfg(*settings, "trainer.max_epochs=1"), partial)
+    resumed = train(compose_cfg(*settings, "resume=true"), partial)
+    for key, value in full.items():
+        assert resumed[key] == pytest.approx(value, abs=1e-6), key
+    accuracy = read_history(partial / "metrics.csv")["train/pseudo_label_accuracy"]
+    assert np.count_nonzero(~np.isnan(accuracy)) == 3
