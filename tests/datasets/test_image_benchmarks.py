@@ -315,16 +315,28 @@ def test_verify_images_false_defers_damage_to_first_read(cub_tree: Tree) -> None
 
 
 def test_image_benchmark_trains_end_to_end_through_the_cli_config(
-    cub_tree: Tree, compose_cfg, tmp_path: Path  # noqa: ANN001
+    cub_tree: Tree,
+    compose_cfg,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     from dml.run import train
 
     cfg = compose_cfg(
-        "dataset=cub200", f"dataset.data_dir={cub_tree.root}", "dataset.num_classes=6",
-        "dataset.train_classes=3", "dataset.val_split=samples", "dataset.val_fraction=0.5",
-        "dataset.transform.crop_size=32", "dataset.transform.resize_size=36",
-        "backbone=resnet18", "backbone.weights=null", "backbone.embedding_dim=16",
-        "trainer=debug", "logger=none", "data.batch_size=6", "data.samples_per_class=2",
+        "dataset=cub200",
+        f"dataset.data_dir={cub_tree.root}",
+        "dataset.num_classes=6",
+        "dataset.train_classes=3",
+        "dataset.val_split=samples",
+        "dataset.val_fraction=0.5",
+        "dataset.transform.crop_size=32",
+        "dataset.transform.resize_size=36",
+        "backbone=resnet18",
+        "backbone.weights=null",
+        "backbone.embedding_dim=16",
+        "trainer=debug",
+        "logger=none",
+        "data.batch_size=6",
+        "data.samples_per_class=2",
         "data.eval_batch_size=8",
     )
     metrics = train(cfg, tmp_path / "run")
