@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,8 @@ from dml.distributed import (
 from dml.errors import DmlError
 from dml.run import build, build_datamodule, build_loss, build_module
 from dml.samplers import ClassBalancedBatchSampler, ShardedSampler
-from tests.conftest import group_options, subprocess_env
+from tests.conftest import group_options
+from tests.test_cli import dml
 
 WORLD = 2
 FAST = ["dataset=digits", "backbone=mlp", "data.batch_size=30", "data.samples_per_class=5"]
@@ -47,7 +47,6 @@ LOSS_CASES = {
     "contrastive_xbm": ["loss=contrastive", "miner=none", "memory=xbm", "memory.size=100"],
 }
 STEPS = 2
-DML = str(Path(sys.executable).parent / "dml")
 
 
 def free_port() -> int:
@@ -257,12 +256,13 @@ def test_child_command_reenters_the_same_dml_command_in_the_same_directory(
 def test_dml_train_on_two_processes_makes_one_run(tmp_path: Path) -> None:
     """`dml train trainer=ddp trainer.devices=2`: one run directory, one W&B run, and test
     metrics that one process reproduces from the final checkpoint."""
-    train = subprocess.run(
-        [DML, "train", "trainer=ddp", "trainer.devices=2", "trainer.max_epochs=1", *FAST],
+    train = dml(
+        "train",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        *FAST,
         cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert train.returncode == 0, train.stderr[-3000:]
@@ -274,12 +274,11 @@ def test_dml_train_on_two_processes_makes_one_run(tmp_path: Path) -> None:
     trained = json.loads((run_dir / "metrics.json").read_text())
     assert trained["test/map_at_r"] > 0
 
-    evaluated = subprocess.run(
-        [DML, "eval", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer=cpu"],
+    evaluated = dml(
+        "eval",
+        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        "trainer=cpu",
         cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
