@@ -45,8 +45,8 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from dml.compare import write_failure_marker
         from dml.errors import DmlError, one_line
+        from dml.reporting.compare.runs import write_failure_marker
 
         hydra_cfg = HydraConfig.get()
         try:
@@ -74,7 +74,7 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_errors
 def train_command(cfg: DictConfig) -> float | None:
-    from dml.run import train
+    from dml.commands.train import train
 
     metrics = train(cfg)
     value = metrics.get(cfg.optimized_metric)
@@ -84,7 +84,7 @@ def train_command(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_errors
 def eval_command(cfg: DictConfig) -> None:
-    from dml.run import evaluate
+    from dml.commands.evaluate import evaluate
 
     evaluate(cfg)
 
@@ -92,13 +92,13 @@ def eval_command(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="embed")
 @report_errors
 def embed_command(cfg: DictConfig) -> None:
-    from dml.run import embed
+    from dml.commands.embed import embed
 
     embed(cfg)
 
 
 def compare_command() -> None:
-    from dml.compare import main as compare_main
+    from dml.reporting.compare.command import main as compare_main
 
     raise SystemExit(compare_main(sys.argv[1:]))
 

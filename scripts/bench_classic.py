@@ -75,7 +75,7 @@ def metric_learn_learners() -> dict[str, Any]:
 
 
 def dml_learners() -> dict[str, Any]:
-    from dml.sklearn import MetricLearner
+    from dml.classic.estimator import MetricLearner
 
     return {
         "none": None,

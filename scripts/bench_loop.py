@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
-from dml.run import build_datamodule, build_module
+from dml.config.build import build_datamodule, build_module
 
 
 class EpochTimer(Callback):

@@ -2,7 +2,7 @@
 
 For each seed: the raw-pixel baseline (the identity embedding, Euclidean, and L2-normalised
 as the runs evaluate) on that seed's test split (digits 5–9), then, with ``--train``, the
-full `dml train experiment=mnist5k_unseen seed=<seed>` run through :func:`dml.run.train`.
+full `dml train experiment=mnist5k_unseen seed=<seed>` run through :func:`dml.commands.train.train`.
 
     .venv/bin/python scripts/bench_unseen.py                     # baselines only, seconds
     .venv/bin/python scripts/bench_unseen.py --train --seeds 0 1 2
@@ -21,9 +21,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 from torch.nn import functional as F
 
+from dml.commands.train import train
+from dml.config.build import build_source
 from dml.datasets.base import stacked_inputs
 from dml.metrics import retrieval_metrics
-from dml.run import build_source, train
 
 
 def config(seed: int) -> DictConfig:

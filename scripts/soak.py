@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dml.checkpoints import load_checkpoint
 from dml.errors import DmlError
+from dml.training.checkpoints import load_checkpoint
 
 DML = str(Path(sys.executable).parent / "dml")
 EPOCHS = 3

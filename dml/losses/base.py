@@ -5,13 +5,13 @@ returns a scalar. :meth:`EmbeddingLoss.compute` also reports how many tuples wer
 how many were active (non-zero loss), which the module logs as training health.
 
 Losses that compare samples accept ``memory``: extra, detached references (a cross-batch
-memory, see :mod:`dml.memory`) that every anchor of the batch is also compared with.
+memory, see :mod:`dml.training.memory`) that every anchor of the batch is also compared with.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,36 @@ from torch import Tensor, nn
 from dml.distances import Distance, EuclideanDistance, References
 from dml.errors import DmlError
 from dml.tuples import Mined
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """pytorch-metric-learning's call: ``loss(embeddings, labels, mined=None)`` → a scalar.
+
+    dml's own losses (:class:`EmbeddingLoss`) also report their tuple counts through
+    ``compute``; PML's losses plug in through ``_target_`` with this call alone.
+    """
+
+    def __call__(
+        self, embeddings: Tensor, labels: Tensor, mined: Mined | None = None
+    ) -> Tensor: ...
+
+
+@runtime_checkable
+class HasOwnLearningRate(Protocol):
+    """A loss with parameters of its own (proxies) that train at ``lr`` (None: the
+    optimizer's rate) in their own optimizer group."""
+
+    lr: float | None
+
+
+@runtime_checkable
+class KnowsCollapsedValue(Protocol):
+    """A loss that knows its value when every embedding is the same point: a training loss
+    that stays there means the embedding has collapsed."""
+
+    @property
+    def collapsed_value(self) -> float: ...
 
 
 class LossOutput(NamedTuple):

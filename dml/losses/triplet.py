@@ -5,6 +5,7 @@ Also home of the fused triplet sums that LMNN reuses for its impostor term.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -41,6 +42,11 @@ class TripletLoss(EmbeddingLoss):
         super().__init__(distance)
         self.margin = margin
         self.soft = soft
+
+    @property
+    def collapsed_value(self) -> float:
+        """With every distance equal, each triplet scores its margin (softplus of it)."""
+        return math.log1p(math.exp(self.margin)) if self.soft else self.margin
 
     def compute(
         self,

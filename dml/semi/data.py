@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from dml.datamodule import EmbeddingDataModule
 from dml.datasets.base import DatasetSource, DataSplits, LabeledDataset
 from dml.errors import DmlError
-from dml.samplers import ClassBalancedBatchSampler
+from dml.training.datamodule import EmbeddingDataModule
+from dml.training.samplers import ClassBalancedBatchSampler
 
 if TYPE_CHECKING:
     from dml.semi.pseudo_label import PseudoLabeler

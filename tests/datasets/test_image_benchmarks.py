@@ -319,7 +319,7 @@ def test_image_benchmark_trains_end_to_end_through_the_cli_config(
     compose_cfg,
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
-    from dml.run import train
+    from dml.commands.train import train
 
     cfg = compose_cfg(
         "dataset=cub200",

@@ -9,9 +9,10 @@ import pytest
 from omegaconf import DictConfig
 from torch.nn import functional as F
 
+from dml.commands.train import train
+from dml.config.build import build_source
 from dml.datasets.base import stacked_inputs
 from dml.metrics import retrieval_metrics
-from dml.run import build_source, train
 
 FAST = ["logger=none", "trainer=debug", "trainer.max_epochs=1"]
 

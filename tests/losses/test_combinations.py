@@ -20,7 +20,6 @@ from dml.losses.ntxent import NTXentLoss
 from dml.losses.proxy_anchor import ProxyAnchorLoss
 from dml.losses.proxy_nca import ProxyNCALoss
 from dml.losses.triplet import TripletLoss
-from dml.memory import CrossBatchMemory
 from dml.miners.all_triplets import AllTripletsMiner
 from dml.miners.batch_hard import BatchHardMiner
 from dml.miners.distance_weighted import DistanceWeightedMiner
@@ -29,6 +28,7 @@ from dml.miners.multi_similarity import MultiSimilarityMiner
 from dml.miners.pair_margin import PairMarginMiner
 from dml.miners.random_triplets import RandomTripletMiner
 from dml.miners.semihard import SemiHardMiner
+from dml.training.memory import CrossBatchMemory
 from dml.tuples import Triplets, all_triplets
 from tests.reference_losses import assert_same, make_batch
 

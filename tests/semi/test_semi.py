@@ -186,7 +186,7 @@ def test_pseudo_labeler_relabels_from_the_embedding_and_reports_accuracy() -> No
 
 
 def test_data_module_hides_labels_of_the_training_split_only(compose_cfg) -> None:
-    from dml.run import build_source
+    from dml.config.build import build_source
     from dml.semi import SemiSupervisedDataModule
 
     cfg = compose_cfg("dataset=digits")

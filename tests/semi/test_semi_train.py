@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
+from dml.commands.train import train
 from dml.errors import DmlError
-from dml.plots import read_history
-from dml.run import train
+from dml.reporting.run_files import read_history
 from tests.conftest import FAST, subprocess_env
-from tests.test_train import read_wandb_run
+from tests.training.test_train import read_wandb_run
 
 DML = str(Path(sys.executable).parent / "dml")
 
@@ -134,9 +134,9 @@ def test_cli_prints_a_bad_labeled_fraction_as_one_line(tmp_path: Path) -> None:
 def test_knn_accuracy_of_a_semi_supervised_run_fits_on_the_labelled_items_only(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    from dml.run import build_datamodule
+    from dml.classic.callbacks import known_labels
+    from dml.config.build import build_datamodule
     from dml.semi import PseudoLabeledDataset
-    from dml.sklearn import known_labels
 
     overrides = ["experiment=nca_iris", "dataset.labeled_fraction=0.5", "trainer.max_epochs=2"]
     cfg = compose_cfg(*overrides, "logger=none")
@@ -155,7 +155,7 @@ def test_resumed_pseudo_label_run_reaches_the_uninterrupted_result(
 ) -> None:
     """The checkpoint holds the pseudo-labels (the data module's state), so the epochs
     after a resume train on the same pseudo-labelled batches as an uninterrupted run."""
-    from tests.test_resume import DETERMINISTIC
+    from tests.training.test_resume import DETERMINISTIC
 
     settings = [
         *DETERMINISTIC,

@@ -1,0 +1,56 @@
+"""``dml embed``: write a split's embeddings, labels and ids to an ``.npz``."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from dml.commands.evaluate import load_trained
+from dml.datasets.base import DataSplits, LabeledDataset
+from dml.errors import DmlError
+
+log = logging.getLogger(__name__)
+
+
+def without_augmentation(dataset: LabeledDataset, splits: DataSplits) -> LabeledDataset:
+    """The split as evaluation sees it: the training split carries the random training
+    transform, so it is given the validation split's (deterministic) one instead."""
+    if dataset is not splits.train:
+        return dataset
+    view = copy.copy(dataset)
+    view.transform = splits.val.transform
+    return view
+
+
+def embed(cfg: DictConfig) -> Path:
+    """Write ``embeddings``, ``labels`` and ``ids`` (indices into the split) of a split,
+    and ``groups`` where the data defines them."""
+    import numpy as np
+
+    _, module, datamodule = load_trained(cfg)
+    splits = ["train", "val", "test"]
+    if datamodule.splits.query is not None:
+        splits += ["query", "gallery"]
+    if cfg.split not in splits:
+        raise DmlError(f"split={cfg.split!r} is not one of {', '.join(splits)}")
+    dataset = without_augmentation(getattr(datamodule.splits, cfg.split), datamodule.splits)
+    module.eval()
+    chunks = []
+    with torch.no_grad():
+        for x, _ in datamodule.eval_loader(dataset):
+            chunks.append(module(x))
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        out,
+        embeddings=torch.cat(chunks).numpy(),
+        labels=dataset.labels.numpy(),
+        ids=np.arange(len(dataset)),
+        **({"groups": dataset.groups.numpy()} if dataset.groups is not None else {}),
+    )
+    log.info("wrote %d %s embeddings to %s", len(dataset), cfg.split, out)
+    return out

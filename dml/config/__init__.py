@@ -1,0 +1,1 @@
+"""From a composed Hydra config to built objects: checks first, then construction."""

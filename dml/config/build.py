@@ -1,0 +1,126 @@
+"""Build the run's objects from its composed config: module, data, loss, any node.
+
+Every component is a config node with a ``_target_``; :func:`build` instantiates one and
+turns a constructor's DmlError into its own one-line message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from dml.datasets.base import DatasetSource
+from dml.errors import DmlError
+from dml.losses.compat import check_compatible
+from dml.metrics.neighbours import check_backend
+from dml.semi import PseudoLabeler, SemiSupervisedDataModule
+from dml.training.datamodule import EmbeddingDataModule
+from dml.training.module import EmbeddingModule
+
+
+def build(node: DictConfig | None, **kwargs: Any) -> Any:
+    """Instantiate a config node; an empty node (e.g. ``miner=none``) gives None.
+
+    Hydra wraps errors raised by constructors; a DmlError is unwrapped so the user sees
+    its one-line message, not Hydra's report around it.
+    """
+    if node is None or "_target_" not in node:
+        return None
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, DmlError):
+            raise cause from None
+        raise DmlError(f"{str(exc).splitlines()[0]} {cause}" if cause else str(exc)) from exc
+
+
+def build_module(cfg: DictConfig) -> EmbeddingModule:
+    check_backend(cfg.eval.backend, "eval.backend")
+    backbone = build(cfg.backbone)
+    loss, gather = build_loss(cfg)
+    miner = build(cfg.miner)
+    memory = build(cfg.get("memory"))
+    pairs = cfg.get("dataset", {}).get("pairs", False)
+    check_compatible(loss, miner, memory, cfg.data.samples_per_class, pairs=pairs)
+    return EmbeddingModule(
+        backbone=backbone,
+        loss=loss,
+        miner=miner,
+        memory=memory,
+        optimizer=build(cfg.optimizer),
+        scheduler=build(cfg.scheduler),
+        normalize=cfg.normalize_embeddings,
+        k_values=list(cfg.eval.k_values),
+        eval_backend=cfg.eval.backend,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+        gather=gather,
+    )
+
+
+def build_loss(cfg: DictConfig) -> tuple[Any, bool]:
+    """The loss, and whether it sees the batches of all DDP processes (``loss.gather``).
+
+    ``gather`` is the module's key, not the loss class's; train.yaml sets it under ``loss``
+    so that ``loss.gather=false`` composes with every loss option, the user's own included.
+    """
+    node = cfg.loss.copy()
+    with open_dict(node):
+        gather = node.pop("gather", True)
+    if not isinstance(gather, bool):
+        raise DmlError(f"loss.gather={gather!r} must be true or false")
+    return build(node), gather
+
+
+# Keys under ``dataset`` that say how the data module serves the data, not where it lives.
+
+
+# Keys under ``dataset`` that say how the data module serves the data, not where it lives.
+DATAMODULE_KEYS = ("labeled_fraction", "pairs", "positive_ratio")
+
+
+def build_source(cfg: DictConfig) -> DatasetSource:
+    """The dataset source; the DATAMODULE_KEYS under ``dataset`` are the data module's.
+
+    train.yaml sets those keys under ``dataset`` so that ``dataset.labeled_fraction=0.1``
+    or ``dataset.pairs=true`` composes with every dataset option, the user's own included.
+    """
+    node = cfg.dataset.copy()
+    with open_dict(node):
+        for key in DATAMODULE_KEYS:
+            node.pop(key, None)
+    return build(node)
+
+
+def build_datamodule(
+    cfg: DictConfig, pseudo_labeler: PseudoLabeler | None = None, training: bool = True
+) -> EmbeddingDataModule:
+    """With ``dataset.labeled_fraction < 1`` (or pseudo-labels), the training split hides
+    the other labels. ``training=False`` (``dml eval``, ``dml embed``) shows every label."""
+    source = build_source(cfg)
+    data = {**cfg.data, "eval_groups": cfg.eval.exclude_same_group}
+    fraction = cfg.dataset.get("labeled_fraction", 1.0)
+    pairs = cfg.dataset.get("pairs", False)
+    if not training or (fraction == 1 and pseudo_labeler is None):
+        return EmbeddingDataModule(
+            source=source,
+            seed=cfg.seed,
+            pairs=pairs and training,
+            positive_ratio=cfg.dataset.get("positive_ratio", 0.5),
+            **data,
+        )
+    if pairs:
+        raise DmlError(
+            "dataset.pairs=true trains on labelled pairs, which a semi-supervised split "
+            "cannot form: set dataset.labeled_fraction=1.0 and semi=none, or dataset.pairs=false"
+        )
+    return SemiSupervisedDataModule(
+        source,
+        labeled_fraction=fraction,
+        pseudo_labeler=pseudo_labeler,
+        seed=cfg.seed,
+        **data,
+    )

@@ -1,0 +1,65 @@
+"""Explicit checks of the composed config, run before any data is read or model built.
+
+Hydra already rejects unknown keys and options; these catch values of the wrong type or
+range, which would otherwise surface as a traceback from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dml.errors import DmlError
+from dml.semi.data import check_labeled_fraction
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _integer(cfg: DictConfig, key: str, minimum: int) -> None:
+    value = _value(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DmlError(f"{key}={value!r} must be an integer ≥ {minimum}")
+    if value < minimum:
+        raise DmlError(f"{key}={value} must be at least {minimum}")
+
+
+def _number(cfg: DictConfig, key: str, minimum: float, strict: bool) -> None:
+    value = _value(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise DmlError(f"{key}={value!r} must be a finite number")
+    if value < minimum or (strict and value == minimum):
+        bound = f"greater than {minimum}" if strict else f"at least {minimum}"
+        raise DmlError(f"{key}={value} must be {bound}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise a one-line DmlError naming the first bad key, its value and the allowed range."""
+    _integer(cfg, "seed", 0)
+    _integer(cfg, "data.batch_size", 2)
+    _integer(cfg, "data.samples_per_class", 1)
+    _integer(cfg, "data.eval_batch_size", 1)
+    _integer(cfg, "data.num_workers", 0)
+    _integer(cfg, "trainer.max_epochs", 1)
+    _integer(cfg, "backbone.embedding_dim", 1)
+    _number(cfg, "optimizer.lr", 0.0, strict=True)
+    _number(cfg, "optimizer.weight_decay", 0.0, strict=False)
+    _number(cfg, "optimizer.momentum", 0.0, strict=False)
+    for key in ("loss.margin", "loss.pos_margin", "loss.neg_margin", "miner.margin"):
+        _number(cfg, key, 0.0, strict=False)
+    fraction = _value(cfg, "dataset.labeled_fraction")
+    if fraction is not None:
+        check_labeled_fraction(fraction)
+    for key in ("dataset.val_fraction", "dataset.test_fraction"):
+        _number(cfg, key, 0.0, strict=True)
+        value = _value(cfg, key)
+        if value is not None and value >= 1:
+            raise DmlError(f"{key}={value} must be less than 1")

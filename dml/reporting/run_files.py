@@ -1,0 +1,53 @@
+"""The files of a run directory: metrics.json and metrics.csv, read and written.
+
+Plots, ``dml compare`` and the commands share these, so a file format lives in one place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def read_history(path: Path) -> dict[str, np.ndarray]:
+    """metrics.csv as one float array per column; cells a row never logged are NaN.
+
+    A run killed mid-epoch still leaves a readable file (it is replaced atomically), so
+    this also serves runs that never finished.
+    """
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+    return {
+        column: np.array([float(row[column]) if row.get(column) else math.nan for row in rows])
+        for column in rows[0]
+    }
+
+
+def read_metrics(path: Path) -> dict[str, float]:
+    return {key: float(value) for key, value in json.loads(Path(path).read_text()).items()}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` atomically: a killed run never leaves half a metrics.json."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def resolve_run_dir(run_dir: Path | str | None) -> Path:
+    """The given directory, or Hydra's output directory of this job; created if missing."""
+    if run_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = HydraConfig.get().runtime.output_dir
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

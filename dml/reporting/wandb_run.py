@@ -1,0 +1,95 @@
+"""The W&B logger of a run: identity, step metric, resume, and an offline fallback.
+
+W&B must never cost a run its results: if it cannot start online (no network, a wrong
+key), the run warns once and logs to local offline files, which `wandb sync` uploads later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+
+from dml.reporting.run_naming import run_identity
+from dml.training.resume import save_wandb_id, saved_wandb_id
+
+INTERRUPTED = 130  # the shell's exit status after SIGINT
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as dotted keys, so a W&B table can filter by any of them."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def build_wandb_logger(
+    cfg: DictConfig, run_dir: Path, resuming: bool, build: Callable[..., Any]
+) -> WandbLogger:
+    """Start the W&B run; ``build`` instantiates ``cfg.logger`` with extra arguments."""
+    import wandb
+
+    name, group, tags = run_identity(cfg)
+    previous_id = saved_wandb_id(run_dir) if resuming else None
+    kwargs: dict[str, Any] = {
+        "save_dir": str(run_dir),
+        "name": cfg.logger.name or name,
+        "group": cfg.logger.group or group,
+        "tags": list(cfg.logger.tags) if cfg.logger.tags else tags,
+    }
+    if previous_id:
+        kwargs.update(id=previous_id, resume="allow")
+    if rank_zero_only.rank != 0:
+        # Another DDP process: rank 0 owns the W&B run, and Lightning logs only there.
+        return build(cfg.logger, **kwargs)
+
+    def start(**extra: Any) -> tuple[WandbLogger, Any]:
+        logger = build(cfg.logger, **kwargs, **extra)
+        return logger, logger.experiment
+
+    try:
+        logger, experiment = start()
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, wandb.errors.Error) and cfg.logger.get("mode") != "offline":
+            rank_zero_warn(
+                f"W&B could not start online ({reason}); logging offline to {run_dir}/wandb "
+                "instead. Upload later with `wandb sync`."
+            )
+            logger, experiment = start(mode="offline")
+        elif previous_id:
+            # A run killed mid-write can leave W&B unable to continue it: keep training.
+            rank_zero_warn(f"could not resume W&B run {previous_id} ({reason}); starting a new one")
+            del kwargs["id"], kwargs["resume"]
+            logger, experiment = start()
+        else:
+            raise
+    save_wandb_id(run_dir, experiment.id)
+    experiment.define_metric("epoch")
+    for prefix in ("train", "val", "test"):
+        experiment.define_metric(f"{prefix}/*", step_metric="epoch")
+    experiment.define_metric("val/map_at_r", step_metric="epoch", summary="max")
+    logger.log_hyperparams(flat_config(cfg))
+    return logger
+
+
+def finish_loggers(loggers: list[Logger], exit_code: int) -> None:
+    """Close each W&B run, so jobs of a multirun never share one. Only rank 0 has one:
+    :func:`build_wandb_logger` started it there, and Lightning logs nowhere else."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            if exit_code == INTERRUPTED:
+                logger.experiment.summary["status"] = "interrupted"
+            logger.experiment.finish(exit_code=exit_code)

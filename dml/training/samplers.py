@@ -1,0 +1,127 @@
+"""The class-balanced P×K batch sampler that tuple losses need.
+
+Every batch holds P classes with K samples each, so every anchor has positives. The
+sampler is deterministic given its seed and epoch, and its state is just those two
+numbers, which makes resuming a run reproduce the same batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+from dml.errors import DmlError
+
+T = TypeVar("T")
+
+
+class ClassBalancedBatchSampler(Sampler[list[int]]):
+    """Yields ``batch_size // samples_per_class`` classes × ``samples_per_class`` indices.
+
+    Classes are drawn without replacement within a batch. A class with fewer than K items
+    is sampled with replacement. An epoch has ``len(labels) // batch_size`` batches.
+    """
+
+    def __init__(
+        self, labels: Tensor, batch_size: int, samples_per_class: int, seed: int = 0
+    ) -> None:
+        check_batch_feasible(labels, batch_size, samples_per_class)
+        self.batch_size = batch_size
+        self.samples_per_class = samples_per_class
+        self.classes_per_batch = batch_size // samples_per_class
+        self.seed = seed
+        self.epoch = 0
+        order = torch.argsort(labels, stable=True)
+        classes, counts = torch.unique(labels, return_counts=True)
+        self.members = list(torch.split(order, counts.tolist()))
+        self.num_batches = max(1, len(labels) // batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        k = self.samples_per_class
+        for _ in range(self.num_batches):
+            chosen = torch.randperm(len(self.members), generator=gen)[: self.classes_per_batch]
+            batch = []
+            for cls in chosen.tolist():
+                members = self.members[cls]
+                if len(members) >= k:
+                    pick = torch.randperm(len(members), generator=gen)[:k]
+                else:
+                    pick = torch.randint(len(members), (k,), generator=gen)
+                batch.append(members[pick])
+            yield torch.cat(batch).tolist()
+
+
+class ShardedSampler(Sampler[T]):
+    """One process's share of another sampler's items (indices, or whole batches), under DDP.
+
+    Every process draws the same items (same seed, same epoch) and keeps every
+    ``num_replicas``-th one, starting at its ``rank``: processes never share an item, and
+    one epoch still covers the training split once, in ``len(items) // num_replicas`` items
+    per process (at least one; a split too small for that repeats items). Lightning cannot
+    put its DistributedSampler inside a custom batch sampler, so the data module does this.
+    """
+
+    def __init__(self, items: Sampler[T], num_replicas: int, rank: int) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.items = items
+        self.num_replicas = num_replicas
+        self.rank = rank
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.items, "set_epoch"):
+            self.items.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return max(1, len(self.items) // self.num_replicas)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[T]:
+        stream = itertools.chain.from_iterable(itertools.repeat(self.items))
+        shared = itertools.islice(stream, len(self) * self.num_replicas)
+        yield from itertools.islice(shared, self.rank, None, self.num_replicas)
+
+
+def check_batch_feasible(labels: Tensor, batch_size: int, samples_per_class: int) -> None:
+    """Fail at start, with the numbers and the fix, if P×K batches cannot be formed.
+
+    How many samples per class a loss needs is the loss's rule
+    (:func:`dml.losses.compat.check_compatible`); this checks only what the sampler itself
+    can or cannot draw.
+    """
+    if samples_per_class < 1:
+        raise DmlError(f"data.samples_per_class={samples_per_class} must be at least 1")
+    if batch_size % samples_per_class:
+        raise DmlError(
+            f"data.batch_size={batch_size} is not a multiple of "
+            f"data.samples_per_class={samples_per_class}; make it "
+            f"{batch_size - batch_size % samples_per_class} or "
+            f"{batch_size - batch_size % samples_per_class + samples_per_class}"
+        )
+    classes, counts = torch.unique(labels, return_counts=True)
+    if samples_per_class * len(classes) < batch_size:
+        raise DmlError(
+            f"data.samples_per_class={samples_per_class} × {len(classes)} classes = "
+            f"{samples_per_class * len(classes)} is less than data.batch_size={batch_size}; "
+            f"lower data.batch_size to at most {samples_per_class * len(classes)} "
+            "or raise data.samples_per_class"
+        )
+    small = classes[counts < 2]
+    if samples_per_class > 1 and len(small):
+        # Drawn with replacement, a class of one sample would fill its K slots with copies
+        # of that sample: positives at distance 0, which teach nothing.
+        raise DmlError(
+            f"{len(small)} training classes have fewer than 2 samples (e.g. class "
+            f"{int(small[0])}), so they can form no positive pair; remove them or merge them"
+        )

@@ -1,0 +1,91 @@
+"""The Lightning Trainer of a run: its loggers, checkpoints and callbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.loggers import Logger
+
+from dml.config.build import build
+from dml.errors import DmlError
+from dml.reporting.history import EpochHistoryLogger
+from dml.reporting.wandb_run import build_wandb_logger
+from dml.training.ddp_launch import check_ddp_config
+from dml.training.resume import AtomicCheckpointIO
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> list[Logger]:
+    """metrics.csv always; then the configured logger. A resumed run continues its W&B run."""
+    loggers: list[Logger] = [EpochHistoryLogger(run_dir / "metrics.csv", keep_existing=resuming)]
+    if cfg.logger is None or "_target_" not in cfg.logger:
+        return loggers
+    if cfg.logger._target_.endswith("WandbLogger"):
+        loggers.append(build_wandb_logger(cfg, run_dir, resuming, build))
+    else:
+        loggers.append(build(cfg.logger, save_dir=str(run_dir)))
+    return loggers
+
+
+class LossProgressBar(RichProgressBar):
+    """Rich progress with the loss, without Lightning's logger-version column."""
+
+    def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, module)
+        items.pop("v_num", None)
+        return items
+
+
+class InterruptCheckpoint(Callback):
+    """On Ctrl-C, save ``checkpoints/interrupted.ckpt`` before Lightning shuts down."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "checkpoints" / "interrupted.ckpt"
+        self.interrupted = False
+
+    def on_exception(
+        self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
+            trainer.save_checkpoint(self.path)
+
+
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """Name the fix when a GPU trainer is asked for on a machine without one."""
+    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise DmlError("trainer=gpu needs a CUDA GPU, and torch sees none here; use trainer=cpu")
+
+
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, loggers: list[Logger], extra: list[Callback] | None = None
+) -> pl.Trainer:
+    check_accelerator(cfg.trainer)
+    check_ddp_config(cfg.trainer)
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/map_at_r",
+            mode="max",
+            save_last=True,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+        ),
+        *(extra or []),
+        *(build(node) for node in (cfg.get("callbacks") or {}).values()),
+    ]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(LossProgressBar(leave=True))
+    trainer = build(
+        cfg.trainer,
+        logger=loggers,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+    )
+    return trainer
