@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
+from omegaconf import DictConfig
 from PIL import Image
 
+from dml.config.build import build_source
 from dml.datasets.base import DataSplits, TensorLabeledDataset, hold_out_val
 from dml.datasets.mnist5k import MNIST5k
 from dml.errors import DmlError
@@ -95,3 +99,20 @@ def test_array_source_applies_the_transform_pair_per_split() -> None:
     assert torch.equal(splits.test[0][0], splits.test.features[0])
     torch.manual_seed(0)
     assert not torch.equal(splits.train[0][0], splits.train.features[0])
+
+
+@pytest.mark.parametrize("dataset", ["digits", "iris", "synthetic"])
+def test_training_seed_leaves_the_split_alone_and_dataset_seed_moves_it(
+    compose_cfg: Callable[..., DictConfig], dataset: str
+) -> None:
+    """`seed` varies the training only; runs across seeds share one test set."""
+
+    def test_labels_and_inputs(*overrides: str) -> tuple[list[int], torch.Tensor]:
+        test = build_source(compose_cfg(f"dataset={dataset}", *overrides)).load().test
+        return test.labels.tolist(), torch.stack([test[i][0] for i in range(len(test))])
+
+    labels, inputs = test_labels_and_inputs("seed=0")
+    labels_other_seed, inputs_other_seed = test_labels_and_inputs("seed=1")
+    assert labels == labels_other_seed and torch.equal(inputs, inputs_other_seed)
+    _, inputs_other_split = test_labels_and_inputs("dataset.seed=1")
+    assert inputs_other_split.shape != inputs.shape or not torch.equal(inputs, inputs_other_split)
