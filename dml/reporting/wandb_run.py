@@ -35,35 +35,49 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
+# Keys of the logger config that configure Lightning's WandbLogger itself; every other
+# key (project, mode, entity, job_type, ...) is an argument of wandb.init.
+LOGGER_ONLY_KEYS = ("_target_", "log_model", "prefix", "checkpoint_name", "save_dir")
+
+
 def build_wandb_logger(
     cfg: DictConfig, run_dir: Path, resuming: bool, build: Callable[..., Any]
 ) -> WandbLogger:
-    """Start the W&B run; ``build`` instantiates ``cfg.logger`` with extra arguments."""
+    """Start the W&B run and wrap it in Lightning's logger; ``build`` instantiates
+    ``cfg.logger`` with extra arguments.
+
+    dml calls ``wandb.init`` itself and hands the run to ``WandbLogger(experiment=...)``:
+    Lightning's own call passes ``anonymous=None``, which makes every run print W&B's
+    warning that the setting has no effect.
+    """
     import wandb
 
     name, group, tags = run_identity(cfg)
     previous_id = saved_wandb_id(run_dir) if resuming else None
-    kwargs: dict[str, Any] = {
-        "save_dir": str(run_dir),
+    identity: dict[str, Any] = {
         "name": cfg.logger.name or name,
         "group": cfg.logger.group or group,
         "tags": list(cfg.logger.tags) if cfg.logger.tags else tags,
     }
     if previous_id:
-        kwargs.update(id=previous_id, resume="allow")
+        identity.update(id=previous_id, resume="allow")
     if rank_zero_only.rank != 0:
         # Another DDP process: rank 0 owns the W&B run, and Lightning logs only there.
-        return build(cfg.logger, **kwargs)
+        return build(cfg.logger, save_dir=str(run_dir), **identity)
+    settings = OmegaConf.to_container(cfg.logger, resolve=True)
+    assert isinstance(settings, dict)
+    init_args = {k: v for k, v in settings.items() if k not in LOGGER_ONLY_KEYS}
+    logger_args = {k: v for k, v in settings.items() if k in LOGGER_ONLY_KEYS}
 
     def start(**extra: Any) -> tuple[WandbLogger, Any]:
-        logger = build(cfg.logger, **kwargs, **extra)
-        return logger, logger.experiment
+        run = wandb.init(**{**init_args, **identity, "dir": str(run_dir), **extra})
+        return build(logger_args, save_dir=str(run_dir), experiment=run), run
 
     try:
         logger, experiment = start()
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, wandb.errors.Error) and cfg.logger.get("mode") != "offline":
+        if isinstance(exc, wandb.errors.Error) and init_args.get("mode") != "offline":
             rank_zero_warn(
                 f"W&B could not start online ({reason}); logging offline to {run_dir}/wandb "
                 "instead. Upload later with `wandb sync`."
@@ -72,7 +86,7 @@ def build_wandb_logger(
         elif previous_id:
             # A run killed mid-write can leave W&B unable to continue it: keep training.
             rank_zero_warn(f"could not resume W&B run {previous_id} ({reason}); starting a new one")
-            del kwargs["id"], kwargs["resume"]
+            del identity["id"], identity["resume"]
             logger, experiment = start()
         else:
             raise
