@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dml.config.optimization import check_optimization
 from dml.datasets.base import DatasetSource
 from dml.errors import DmlError
 from dml.losses.compat import check_compatible
@@ -46,13 +47,15 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
     memory = build(cfg.get("memory"))
     pairs = cfg.get("dataset", {}).get("pairs", False)
     check_compatible(loss, miner, memory, cfg.data.samples_per_class, pairs=pairs)
+    optimizer, scheduler = build(cfg.optimizer), build(cfg.scheduler)
+    check_optimization(optimizer, scheduler, cfg)
     return EmbeddingModule(
         backbone=backbone,
         loss=loss,
         miner=miner,
         memory=memory,
-        optimizer=build(cfg.optimizer),
-        scheduler=build(cfg.scheduler),
+        optimizer=optimizer,
+        scheduler=scheduler,
         normalize=cfg.normalize_embeddings,
         k_values=list(cfg.eval.k_values),
         eval_backend=cfg.eval.backend,

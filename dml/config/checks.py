@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dml.config.resolution import check_resolvable
 from dml.errors import DmlError
 from dml.semi.data import check_labeled_fraction
 
@@ -43,6 +44,7 @@ def _number(cfg: DictConfig, key: str, minimum: float, strict: bool) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise a one-line DmlError naming the first bad key, its value and the allowed range."""
+    check_resolvable(cfg)
     _integer(cfg, "seed", 0)
     _integer(cfg, "data.batch_size", 2)
     _integer(cfg, "data.samples_per_class", 1)
