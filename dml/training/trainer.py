@@ -32,12 +32,24 @@ def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> lis
 
 
 class LossProgressBar(RichProgressBar):
-    """Rich progress with the loss, without Lightning's logger-version column."""
+    """Rich progress with the loss, without Lightning's logger-version column, and with
+    training epochs counted from 1: epoch 0 is the validation before training, as in
+    metrics.csv, so the bar reads "Epoch 1/8" … "Epoch 8/8"."""
 
     def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, module)
         items.pop("v_num", None)
         return items
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, module)
+        if self.is_disabled or self.progress is None or self.train_progress_bar_id is None:
+            return
+        description = f"Epoch {trainer.current_epoch + 1}"
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            description += f"/{trainer.max_epochs}"
+        width = len(self.validation_description)
+        self.progress.update(self.train_progress_bar_id, description=f"{description:{width}}")
 
 
 class InterruptCheckpoint(Callback):
