@@ -6,6 +6,7 @@ The config path is the package's own ``dml/conf``, so `dml` works from any direc
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -47,23 +48,32 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
 
         from dml.errors import DmlError, one_line
         from dml.reporting.compare.runs import write_failure_marker
+        from dml.reporting.run_files import holds_results
+        from dml.training.distributed import is_rank_zero
 
         hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
         try:
             return task(cfg)
         except Exception as exc:
-            write_failure_marker(Path(hydra_cfg.runtime.output_dir), exc)
+            if multirun or holds_results(run_dir):
+                write_failure_marker(run_dir, exc)
+            elif is_rank_zero():
+                # A single run that failed before measuring anything leaves nothing behind,
+                # so `dml compare outputs/runs/*` lists no empty "unfinished" runs.
+                shutil.rmtree(run_dir, ignore_errors=True)
             line = (
                 f"error: {one_line(exc)}"
                 if isinstance(exc, DmlError)
                 else f"error: {type(exc).__name__}: {exc}"
             )
-            if hydra_cfg.mode != RunMode.MULTIRUN:
+            if not multirun:
                 if isinstance(exc, DmlError):
                     raise SystemExit(line) from None
                 raise
             logging.getLogger("dml").exception("job %s failed", hydra_cfg.job.num)
-            failed_jobs.append(f"job {hydra_cfg.job.num} ({hydra_cfg.runtime.output_dir}): {line}")
+            failed_jobs.append(f"job {hydra_cfg.job.num} ({run_dir}): {line}")
             return None
 
     wrapped.__name__ = task.__name__

@@ -7,11 +7,13 @@ import logging
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dml.commands.evaluate import load_trained
 from dml.datasets.base import DataSplits, LabeledDataset
 from dml.errors import DmlError
+from dml.reporting.run_files import record_config
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,9 @@ def embed(cfg: DictConfig) -> Path:
     and ``groups`` where the data defines them."""
     import numpy as np
 
-    _, module, datamodule = load_trained(cfg)
+    config, module, datamodule = load_trained(cfg)
+    if HydraConfig.initialized():
+        record_config(Path(HydraConfig.get().runtime.output_dir), config)
     splits = ["train", "val", "test"]
     if datamodule.splits.query is not None:
         splits += ["query", "gallery"]

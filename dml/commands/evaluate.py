@@ -8,10 +8,11 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from dml.commands.final_metrics import check_final_metrics
 from dml.config.build import build, build_datamodule, build_module
 from dml.reporting.console import print_metrics_table
 from dml.reporting.history import EpochHistoryLogger
-from dml.reporting.run_files import resolve_run_dir, write_json
+from dml.reporting.run_files import record_config, resolve_run_dir, write_json
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.ddp_launch import check_ddp_config, start_ddp_processes, stop_ddp_processes
 from dml.training.module import EmbeddingModule
@@ -54,6 +55,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, fl
     """Test a checkpoint; writes metrics.json in this run's directory."""
     run_dir = resolve_run_dir(run_dir)
     config, module, datamodule = load_trained(cfg)
+    record_config(run_dir, config)
     history = EpochHistoryLogger(run_dir / "metrics.csv")
     check_ddp_config(config.trainer)
     trainer = build(
@@ -75,4 +77,5 @@ def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, fl
     final = dict(history.rows[max(history.rows)])
     write_json(run_dir / "metrics.json", final)
     print_metrics_table(final, run_dir, title=f"Evaluation of {cfg.ckpt_path}")
+    check_final_metrics(final, run_dir)
     return final

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from dml.commands.final_metrics import check_final_metrics
 from dml.config.build import build, build_datamodule, build_module
 from dml.config.checks import check_config
 from dml.errors import DmlError
@@ -85,6 +86,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
         finish_loggers(loggers, exit_code)
     if final:
         print_metrics_table(final, run_dir)
+        check_final_metrics(final, run_dir)
     return final
 
 

@@ -51,3 +51,24 @@ def resolve_run_dir(run_dir: Path | str | None) -> Path:
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# What makes a run directory worth keeping after a failure: anything the run measured.
+RESULT_FILES = ("metrics.csv", "metrics.json", "checkpoints")
+
+
+def holds_results(run_dir: Path) -> bool:
+    return any((Path(run_dir) / name).exists() for name in RESULT_FILES)
+
+
+def record_config(run_dir: Path, config: Any) -> None:
+    """Save the config a command actually used as ``.hydra/config.yaml``.
+
+    ``dml eval`` and ``dml embed`` compose train.yaml's defaults, but run the checkpoint's
+    own config; Hydra's record would name the defaults, not what was evaluated.
+    """
+    from omegaconf import OmegaConf
+
+    hydra_dir = Path(run_dir) / ".hydra"
+    if hydra_dir.is_dir():
+        OmegaConf.save(config, hydra_dir / "config.yaml")

@@ -1,0 +1,119 @@
+"""What a new user meets in the first hour: one-line errors for bad values, help per
+command, run directories that hold only runs, and no run that "succeeds" with NaN."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dml.commands.final_metrics import check_final_metrics
+from dml.errors import DmlError
+from tests.commands.test_cli import DML, QUICK, dml
+from tests.conftest import subprocess_env
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["scheduler.T_max=abc"],
+            "scheduler CosineAnnealingLR fails on a trial step (unsupported operand",
+        ),
+        (
+            ["dataset=imagefolder", "dataset.transform=small"],
+            "pick an option of the group with dataset/transform=small (options: imagenet, small)",
+        ),
+    ],
+)
+def test_bad_values_fail_at_start_in_one_line_and_leave_no_run(
+    tmp_path: Path, overrides: list[str], expected: str
+) -> None:
+    result = dml("train", *QUICK, *overrides, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert expected in line
+    # A run that measured nothing is removed: `dml compare outputs/runs/*` lists no stubs.
+    assert not any((tmp_path / "outputs" / "runs").glob("*"))
+
+
+def test_each_command_has_its_own_help(tmp_path: Path) -> None:
+    for command, first_line in (
+        ("train", "dml train: train an embedding"),
+        ("eval", "dml eval: test a trained checkpoint"),
+        ("embed", "dml embed: write a split's embeddings"),
+    ):
+        result = dml(command, "--help", cwd=tmp_path)
+        assert result.returncode == 0
+        assert result.stdout.startswith(first_line), (command, result.stdout[:200])
+
+
+def test_eval_and_embed_have_their_own_folders_and_record_what_they_ran(tmp_path: Path) -> None:
+    trained = dml("train", *QUICK, "logger=none", "hydra.run.dir=run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    evaluated = dml("eval", f"ckpt_path={ckpt}", "logger=none", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    embedded = dml("embed", f"ckpt_path={ckpt}", "out=emb.npz", "logger=none", cwd=tmp_path)
+    assert embedded.returncode == 0, embedded.stderr[-2000:]
+    assert not (tmp_path / "outputs" / "runs").exists()
+    (eval_dir,) = (tmp_path / "outputs" / "eval").iterdir()
+    (embed_dir,) = (tmp_path / "outputs" / "embed").iterdir()
+    for folder in (eval_dir, embed_dir):
+        recorded = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+        # The checkpoint's data and model (digits, MLP), not train.yaml's defaults.
+        assert recorded["dataset"]["_target_"].endswith("Digits")
+        assert recorded["backbone"]["_target_"].endswith("MLP")
+
+
+def test_a_run_prints_no_wandb_warning_and_counts_epochs_from_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in subprocess_env().items() if k != "WANDB_SILENT"}
+    result = subprocess.run(
+        [DML, "train", *QUICK, "trainer.enable_progress_bar=true", "hydra.run.dir=run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "wandb: Tracking run" in result.stderr + result.stdout
+    assert "WARNING" not in result.stderr + result.stdout
+    # Epoch 0 is the validation before training (metrics.csv); the bar starts at 1.
+    assert "Epoch 1/1" in result.stdout and "Epoch 0" not in result.stdout
+
+
+def test_nan_final_metrics_fail_the_run_but_are_kept(tmp_path: Path) -> None:
+    """One test item per class: nothing to retrieve, so every retrieval metric is NaN."""
+    result = dml(
+        "train",
+        *QUICK,
+        "logger=none",
+        "dataset=iris",
+        "dataset.val_fraction=0.1",
+        "dataset.test_fraction=0.01",
+        "data.batch_size=12",
+        "data.samples_per_class=4",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    (line,) = error_lines(result.stderr)
+    assert "final metric(s) are NaN" in line and "test/map_at_r" in line
+    assert "at least 2 items per class" in line
+    kept = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert kept["test/map_at_r"] != kept["test/map_at_r"]  # NaN, written before failing
+
+
+def test_check_final_metrics_names_only_nan_test_metrics(tmp_path: Path) -> None:
+    check_final_metrics({"test/map_at_r": 0.5, "train/loss": float("nan")}, tmp_path)
+    with pytest.raises(DmlError, match=r"1 final metric\(s\) are NaN \(test/nmi\)"):
+        check_final_metrics({"test/map_at_r": 0.5, "test/nmi": float("nan")}, tmp_path)
