@@ -47,6 +47,7 @@ def load_trained(cfg: DictConfig) -> tuple[DictConfig, EmbeddingModule, Embeddin
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = build_module(config)
     load_weights(module, checkpoint["state_dict"], cfg.ckpt_path)
+    module.note_weights_epoch(checkpoint)
     return config, module, build_datamodule(config, training=False)
 
 
