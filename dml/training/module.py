@@ -31,6 +31,7 @@ from dml.training.distributed import (
 from dml.training.health import CollapseDetector
 from dml.training.memory import CrossBatchMemory
 from dml.training.resume import restore_rng_state, rng_state
+from dml.training.selection import weights_epoch
 from dml.tuples import Mined, siamese_pairs
 
 SNAPSHOT_SAMPLES = 5000
@@ -310,8 +311,7 @@ class EmbeddingModule(pl.LightningModule):
         if prefix == "test" and self.weights_epoch is not None:
             logged["test/epoch"] = float(self.weights_epoch)
         if prefix == "val" and self.completed_epochs() > 0:
-            scale = float(embeddings.double().norm(dim=1).mean())
-            self._check_collapse(metrics["dist_pos_mean"], metrics["dist_neg_mean"], scale, logged)
+            self._check_collapse(metrics, embeddings, logged)
         self.log_dict(logged)
 
     def _gather_parts(self, prefix: str, parts: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -343,10 +343,10 @@ class EmbeddingModule(pl.LightningModule):
         key = "test" if prefix == "test" else ("start" if epoch == 0 else "end")
         self.snapshots[key] = snapshot
 
-    def _check_collapse(
-        self, pos: float, neg: float, scale: float, logged: dict[str, float]
-    ) -> None:
+    def _check_collapse(self, metrics: dict, embeddings: Tensor, logged: dict[str, float]) -> None:
         """Warn once, in the console and in W&B (``health/collapse`` and a summary note)."""
+        pos, neg = metrics["dist_pos_mean"], metrics["dist_neg_mean"]
+        scale = float(embeddings.double().norm(dim=1).mean())
         warning = self.collapse.update(pos, neg, self._last_train_loss, scale)
         logged["health/collapse"] = float(self.collapse.warned)
         if warning is None:
@@ -385,15 +385,10 @@ class EmbeddingModule(pl.LightningModule):
         """Restoring the RNGs makes a resumed run draw what the uninterrupted one drew, and
         the collapse detector's streaks keep counting; testing a checkpoint (best.ckpt)
         changes neither, so the run's health stays the whole run's."""
-        self.note_weights_epoch(checkpoint)
+        self.weights_epoch = weights_epoch(checkpoint)
         if self.trainer.state.fn != TrainerFn.FITTING:
             return
         if "dml_rng" in checkpoint:
             restore_rng_state(checkpoint["dml_rng"])
         if "dml_health" in checkpoint:
             self.collapse.load_state_dict(checkpoint["dml_health"])
-
-    def note_weights_epoch(self, checkpoint: dict[str, Any]) -> None:
-        """Lightning's ``epoch`` is the 0-based index of the epoch the weights finished."""
-        if "epoch" in checkpoint:
-            self.weights_epoch = int(checkpoint["epoch"]) + 1

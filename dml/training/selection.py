@@ -14,6 +14,7 @@ improves, in the pytorch-lightning 2.6 that pyproject.toml pins.)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
@@ -94,3 +95,9 @@ def tested_checkpoint(cfg: DictConfig, run_dir: Path) -> Path:
 def selection_score(history: dict[int, dict[str, float]], metric: str, epoch: int) -> float:
     """The validation score that selected the tested checkpoint (NaN if not logged)."""
     return float(history.get(epoch, {}).get(metric, float("nan")))
+
+
+def weights_epoch(checkpoint: dict[str, Any]) -> int | None:
+    """The training epoch whose weights a checkpoint holds, 1-based as metrics.csv rows
+    (Lightning stores the 0-based index of the epoch the weights finished)."""
+    return int(checkpoint["epoch"]) + 1 if "epoch" in checkpoint else None
