@@ -85,9 +85,11 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
 @report_errors
 def train_command(cfg: DictConfig) -> float | None:
     from dml.commands.train import train
+    from dml.training.selection import SELECTION_SCORE
 
     metrics = train(cfg)
-    value = metrics.get(cfg.optimized_metric)
+    # The optimized_metric of the checkpoint the run tested (eval.test_checkpoint).
+    value = metrics.get(SELECTION_SCORE)
     return None if value is None else float(value)
 
 

@@ -36,3 +36,31 @@ class ConstantBackbone(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.point.expand(len(x), -1) + 0 * x.flatten(1)[:, :1]
+
+
+class DegradingBackbone(torch.nn.Module):
+    """Embeddings that get worse with every training step, whatever the optimiser does.
+
+    A fixed random projection of the input (good for retrieval) plus a pseudo-random,
+    label-blind hash of it that grows with the number of training steps; so validation
+    peaks after the first epoch on any machine. The step count is a buffer, so a
+    checkpoint keeps its own epoch's quality.
+    """
+
+    def __init__(self, input_dim: int, embedding_dim: int, noise_per_step: float) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.noise_per_step = noise_per_step
+        self.register_buffer("steps", torch.zeros(()))
+        self.register_buffer(
+            "projection", torch.randn(input_dim, embedding_dim, generator=generator)
+        )
+        self.register_buffer("hashing", torch.randn(input_dim, embedding_dim, generator=generator))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            self.steps += 1
+        flat = x.flatten(1)
+        noise = torch.sin(1000.0 * flat @ self.hashing) * flat.norm(dim=1, keepdim=True)
+        return self.scale * (flat @ self.projection + self.noise_per_step * self.steps * noise)

@@ -79,6 +79,8 @@ def optimise(module: EmbeddingModule, x: Tensor, y: Tensor, cfg: DictConfig) -> 
     module.train()
     curve = []
     for epoch in range(cfg.trainer.max_epochs):
+        if hasattr(module.miner, "set_epoch"):
+            module.miner.set_epoch(epoch)
         losses = [step(module, optimizer, x[i], y[i], epoch) for i in batches(epoch)]
         curve.append(float(np.mean(losses)))
         if scheduler is not None:

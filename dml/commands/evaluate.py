@@ -16,6 +16,7 @@ from dml.reporting.run_files import record_config, resolve_run_dir, write_json
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.ddp_launch import check_ddp_config, start_ddp_processes, stop_ddp_processes
 from dml.training.module import EmbeddingModule
+from dml.training.selection import weights_epoch
 
 
 def checkpoint_config(cfg: DictConfig, stored: dict[str, Any]) -> DictConfig:
@@ -48,6 +49,7 @@ def load_trained(cfg: DictConfig) -> tuple[DictConfig, EmbeddingModule, Embeddin
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = build_module(config)
     load_weights(module, checkpoint["state_dict"], cfg.ckpt_path)
+    module.weights_epoch = weights_epoch(checkpoint)
     return config, module, build_datamodule(config, training=False)
 
 

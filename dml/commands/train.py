@@ -20,6 +20,12 @@ from dml.reporting.wandb_run import INTERRUPTED, finish_loggers
 from dml.training.ddp_launch import start_ddp_processes, stop_ddp_processes
 from dml.training.distributed import is_rank_zero
 from dml.training.resume import check_writable, resume_checkpoint
+from dml.training.selection import (
+    SELECTION_SCORE,
+    TESTED_EPOCH,
+    selection_score,
+    tested_checkpoint,
+)
 from dml.training.trainer import InterruptCheckpoint, build_loggers, build_trainer
 
 log = logging.getLogger(__name__)
@@ -63,11 +69,17 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
                     logger.log_metrics({**baseline, "epoch": 0})
             trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        tested = tested_checkpoint(cfg, run_dir)
+        trainer.test(module, datamodule=datamodule, ckpt_path=str(tested), verbose=False)
         if trainer.is_global_zero:
             history = loggers[0].rows
             raw = {k: v for k, v in history.get(0, {}).items() if k.startswith("test/raw_")}
             final = {**raw, **history[max(history)]}
+            # The run's health is the whole run's, as warned in the console.
+            final["health/collapse"] = float(module.collapse.warned)
+            final[SELECTION_SCORE] = selection_score(
+                history, cfg.optimized_metric, int(final[TESTED_EPOCH])
+            )
             write_json(run_dir / "metrics.json", final)
             log_plots(loggers, write_run_plots(run_dir, **module.snapshots))
         exit_code = 0

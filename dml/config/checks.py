@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from dml.config.resolution import check_resolvable
 from dml.errors import DmlError
 from dml.semi.data import check_labeled_fraction
+from dml.training.selection import LIGHTNING_MODE, TEST_CHECKPOINTS
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
@@ -42,9 +43,42 @@ def _number(cfg: DictConfig, key: str, minimum: float, strict: bool) -> None:
         raise DmlError(f"{key}={value} must be {bound}")
 
 
+def check_model_selection(cfg: DictConfig) -> None:
+    """Model selection looks at validation only: a test/ optimized_metric is refused.
+
+    Selecting a checkpoint, or tuning a sweep, on the test split would make the reported
+    test score an optimistic, tuned-on number (Musgrave et al., 2020).
+    """
+    metric = _value(cfg, "optimized_metric")
+    if metric is None:
+        return
+    if not isinstance(metric, str) or not metric.startswith("val/"):
+        if isinstance(metric, str) and metric.startswith("test/"):
+            raise DmlError(
+                f"optimized_metric={metric} would select checkpoints and tune sweeps on the "
+                "test set, so the test score would no longer measure unseen data; use "
+                f"optimized_metric=val/{metric.removeprefix('test/')}"
+            )
+        raise DmlError(
+            f"optimized_metric={metric!r} must be a validation metric (val/..., e.g. "
+            "val/map_at_r): it picks checkpoints/best.ckpt after every validation"
+        )
+    direction = _value(cfg, "optimized_direction")
+    if direction not in LIGHTNING_MODE:
+        raise DmlError(
+            f"optimized_direction={direction!r} must be one of {', '.join(LIGHTNING_MODE)}"
+        )
+    choice = _value(cfg, "eval.test_checkpoint")
+    if choice is not None and choice not in TEST_CHECKPOINTS:
+        raise DmlError(
+            f"eval.test_checkpoint={choice!r} must be one of {', '.join(TEST_CHECKPOINTS)}"
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise a one-line DmlError naming the first bad key, its value and the allowed range."""
     check_resolvable(cfg)
+    check_model_selection(cfg)
     _integer(cfg, "seed", 0)
     _integer(cfg, "data.batch_size", 2)
     _integer(cfg, "data.samples_per_class", 1)

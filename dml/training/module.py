@@ -31,6 +31,7 @@ from dml.training.distributed import (
 from dml.training.health import CollapseDetector
 from dml.training.memory import CrossBatchMemory
 from dml.training.resume import restore_rng_state, rng_state
+from dml.training.selection import weights_epoch
 from dml.tuples import Mined, siamese_pairs
 
 SNAPSHOT_SAMPLES = 5000
@@ -87,6 +88,9 @@ class EmbeddingModule(pl.LightningModule):
         self.collapse = CollapseDetector(
             collapsed_loss=loss.collapsed_value if isinstance(loss, KnowsCollapsedValue) else None
         )
+        # The training epoch (1-based, as metrics.csv rows) of the weights loaded from a
+        # checkpoint; the test pass logs it as test/epoch. None: weights not from a file.
+        self.weights_epoch: int | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.embed(self.backbone(x))
@@ -199,13 +203,13 @@ class EmbeddingModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         """Reset the epoch's sums, and give the P×K sampler its epoch: Lightning only calls
         ``set_epoch`` on ``batch_sampler.sampler``, so without this every epoch would replay
-        the same batches."""
+        the same batches. A miner with a warm-up gets its epoch too."""
         self._epoch_sums.zero_()
         self._pair_sums.zero_()
-        loader = self.trainer.train_dataloader
-        batch_sampler = getattr(loader, "batch_sampler", None)
-        if hasattr(batch_sampler, "set_epoch"):
-            batch_sampler.set_epoch(self.current_epoch)
+        batch_sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        for user in (batch_sampler, self.miner):
+            if hasattr(user, "set_epoch"):
+                user.set_epoch(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
         sums = mean_over_processes(self._epoch_sums.to(self.device)).cpu()
@@ -304,8 +308,10 @@ class EmbeddingModule(pl.LightningModule):
         self._keep_snapshot(prefix, embeddings, labels)
         logged = {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
         logged["epoch"] = float(self.completed_epochs())
+        if prefix == "test" and self.weights_epoch is not None:
+            logged["test/epoch"] = float(self.weights_epoch)
         if prefix == "val" and self.completed_epochs() > 0:
-            self._check_collapse(metrics["dist_pos_mean"], metrics["dist_neg_mean"], logged)
+            self._check_collapse(metrics, embeddings, logged)
         self.log_dict(logged)
 
     def _gather_parts(self, prefix: str, parts: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -337,9 +343,11 @@ class EmbeddingModule(pl.LightningModule):
         key = "test" if prefix == "test" else ("start" if epoch == 0 else "end")
         self.snapshots[key] = snapshot
 
-    def _check_collapse(self, pos: float, neg: float, logged: dict[str, float]) -> None:
+    def _check_collapse(self, metrics: dict, embeddings: Tensor, logged: dict[str, float]) -> None:
         """Warn once, in the console and in W&B (``health/collapse`` and a summary note)."""
-        warning = self.collapse.update(pos, neg, self._last_train_loss)
+        pos, neg = metrics["dist_pos_mean"], metrics["dist_neg_mean"]
+        scale = float(embeddings.double().norm(dim=1).mean())
+        warning = self.collapse.update(pos, neg, self._last_train_loss, scale)
         logged["health/collapse"] = float(self.collapse.warned)
         if warning is None:
             return
@@ -371,8 +379,16 @@ class EmbeddingModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dml_config"] = self.run_config
         checkpoint["dml_rng"] = rng_state()
+        checkpoint["dml_health"] = self.collapse.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restoring the RNGs makes a resumed run draw what the uninterrupted one drew."""
+        """Restoring the RNGs makes a resumed run draw what the uninterrupted one drew, and
+        the collapse detector's streaks keep counting; testing a checkpoint (best.ckpt)
+        changes neither, so the run's health stays the whole run's."""
+        self.weights_epoch = weights_epoch(checkpoint)
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return
         if "dml_rng" in checkpoint:
             restore_rng_state(checkpoint["dml_rng"])
+        if "dml_health" in checkpoint:
+            self.collapse.load_state_dict(checkpoint["dml_health"])

@@ -8,7 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.loggers import Logger
 
 from dml.config.build import build
@@ -17,6 +17,7 @@ from dml.reporting.history import EpochHistoryLogger
 from dml.reporting.wandb_run import build_wandb_logger
 from dml.training.ddp_launch import check_ddp_config
 from dml.training.resume import AtomicCheckpointIO
+from dml.training.selection import MonitoredMetricCheck, checkpoint_callbacks
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> list[Logger]:
@@ -79,15 +80,8 @@ def build_trainer(
     check_accelerator(cfg.trainer)
     check_ddp_config(cfg.trainer)
     callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor="val/map_at_r",
-            mode="max",
-            save_last=True,
-            save_top_k=1,
-            auto_insert_metric_name=False,
-        ),
+        MonitoredMetricCheck(cfg.optimized_metric),
+        *checkpoint_callbacks(cfg, run_dir),
         *(extra or []),
         *(build(node) for node in (cfg.get("callbacks") or {}).values()),
     ]

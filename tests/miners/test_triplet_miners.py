@@ -2,7 +2,7 @@ import pytest
 import pytorch_metric_learning.miners as pml_miners
 import torch
 
-from dml.distances import References
+from dml.distances import Distance, References
 from dml.miners.all_triplets import AllTripletsMiner
 from dml.miners.base import Miner
 from dml.miners.batch_hard import BatchHardMiner
@@ -54,17 +54,28 @@ def test_mined_triplets_with_memory_are_valid(name: str) -> None:
     assert (mined[1] >= len(x)).any() and (mined[2] >= len(x)).any()
 
 
+def warmed_up(distance: Distance, epoch: int) -> BatchHardMiner:
+    """hard.yaml's miner (two warm-up epochs) at a given training epoch."""
+    miner = BatchHardMiner(distance, warmup_epochs=2, warmup_margin=0.2)
+    miner.set_epoch(epoch)
+    return miner
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("distance", sorted(DISTANCES))
-def test_batch_hard_equals_pml(case: str, distance: str) -> None:
+@pytest.mark.parametrize("after_warmup", [False, True])
+def test_batch_hard_equals_pml(case: str, distance: str, after_warmup: bool) -> None:
     """Equal indices, except that between exact duplicates (a tie) either may be picked.
 
     Both libraries compute the matrix with a matmul, whose rounding differs by column, so
     which duplicate wins a tie is floating-point noise in PML as in dml; the distances, and
-    hence the loss, are the same.
+    hence the loss, are the same. Once its warm-up is over, a warming miner is the same.
     """
     x, labels = make_batch(case)
-    ours = BatchHardMiner(DISTANCES[distance]())(x, labels)
+    if after_warmup:
+        ours = warmed_up(DISTANCES[distance](), epoch=2)(x, labels)
+    else:
+        ours = BatchHardMiner(DISTANCES[distance]())(x, labels)
     theirs = pml_miners.BatchHardMiner(distance=pml_distance(distance))(x, labels)
     assert torch.equal(ours.anchor, theirs[0])
     a = ours.anchor
@@ -88,6 +99,43 @@ def test_semihard_equals_pml(case: str, distance: str) -> None:
     )
     for mine, pml in zip(ours, theirs, strict=True):
         assert torch.equal(mine, pml)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("distance", sorted(DISTANCES))
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_batch_hard_warmup_equals_pml_semihard(case: str, distance: str, epoch: int) -> None:
+    x, labels = make_batch(case)
+    ours = warmed_up(DISTANCES[distance](), epoch)(x, labels)
+    assert isinstance(ours, TripletSelection)
+    theirs = pml_miners.TripletMarginMiner(0.2, "semihard", distance=pml_distance(distance))(
+        x, labels
+    )
+    for mine, pml in zip(ours, theirs, strict=True):
+        assert torch.equal(mine, pml)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_hard_in_groups_equals_pml_on_each_group(seed: int) -> None:
+    """samples_per_class=k: PML's BatchHardMiner run on each group alone, where group g
+    holds the g-th k samples of every class in batch order."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (40,), generator=g)
+    x = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    ours = BatchHardMiner(samples_per_class=3)(x, labels)
+    seen = torch.zeros(5, dtype=torch.long)
+    group = torch.empty(40, dtype=torch.long)
+    for i, label in enumerate(labels.tolist()):  # the slow, obvious grouping
+        group[i] = seen[label] // 3
+        seen[label] += 1
+    expected = []
+    for g_id in group.unique().tolist():
+        rows = (group == g_id).nonzero(as_tuple=True)[0]
+        miner = pml_miners.BatchHardMiner(distance=pml_distance("euclidean"))
+        a, p, n = miner(x[rows], labels[rows])
+        expected += list(zip(rows[a].tolist(), rows[p].tolist(), rows[n].tolist(), strict=True))
+    assert sorted(zip(*(t.tolist() for t in ours), strict=True)) == sorted(expected)
+    assert len(expected) > 0
 
 
 def test_semihard_rule_holds_on_every_triplet() -> None:
