@@ -175,3 +175,25 @@ def test_the_search_leaves_the_thread_setting_alone(monkeypatch) -> None:
     assert retrieval_metrics(x, labels, tile=32) == pytest.approx(
         loop_reference(x, labels), abs=1e-12
     )
+
+
+def test_reduced_precision_matmuls_widen_the_bound_and_stay_exact(monkeypatch) -> None:
+    """With torch.set_float32_matmul_precision("medium") a matmul may round its inputs to
+    bf16; the bound then counts that rounding, so the ranking stays exact (at the price of
+    re-scoring much more)."""
+    query, query_labels, gallery, gallery_labels = with_near_ties(
+        360, 32, 12, ties=80, seed=4, same_set=False
+    )
+    expected = loop_reference(query, query_labels, gallery, gallery_labels)
+    counts = rescoring_spy(monkeypatch)
+    exact = retrieval_metrics(query, query_labels, gallery, gallery_labels, tile=64)
+    full_precision = sum(counts)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = retrieval_metrics(query, query_labels, gallery, gallery_labels, tile=64)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert exact == pytest.approx(expected, abs=1e-12)
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert sum(counts) - full_precision > full_precision

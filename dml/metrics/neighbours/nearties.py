@@ -9,9 +9,10 @@ a metric: it holds both a same-label and an other-label reference, and it starts
 the query's first ``top`` positions. A cluster of one kind gives the same label sequence
 in any order, even where it straddles the depth boundary.
 
-How many entries that is depends on the data: the bound grows with d and the norms, so
-wide unnormalised embeddings see more of it than unit-norm ones. Each costs a gather and
-d multiply-adds, in small batches that stay in cache.
+How many entries that is depends on the data: the bound grows with d, and the gaps
+shrink as N grows (on 128-dimensional Gaussians, 3.5 % of the ranked neighbours at
+N = 20k, 8 % at 50k). Each costs a gather and d multiply-adds, in small batches that
+stay in cache.
 
 The exact distance is Σ(q_i − r_i)² of the float32 inputs in float64: differences and
 squares are exact there, and copies of a point score bitwise equal, so they tie and go by
