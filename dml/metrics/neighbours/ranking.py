@@ -72,4 +72,5 @@ def rank(p: Problem, c: Candidates, margin: Tensor) -> tuple[RankedBlock | None,
     done = complete.nonzero().squeeze(1)
     ranks = torch.arange(int(depth[done].max()), device=keys.device)
     positions = (first[done].unsqueeze(1) + ranks).clamp_max(len(is_pos) - 1)
-    return (c.rows[done], is_pos[positions] & (ranks < top[done].unsqueeze(1))), missed
+    ranked = is_pos.index_select(0, positions.view(-1)).view(positions.shape)
+    return (c.rows[done], ranked & (ranks < top[done].unsqueeze(1))), missed
