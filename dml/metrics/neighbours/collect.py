@@ -28,6 +28,20 @@ def flat_nonzero(mask: Tensor) -> Tensor:
     return words.index_select(0, word) * 8 + bit
 
 
+class Hits(NamedTuple):
+    """Entries of a tile: row, column and distance."""
+
+    rows: Tensor
+    cols: Tensor
+    dist: Tensor
+
+    def within(self, limit: Tensor, per_row: bool) -> Hits:
+        """The hits within ``limit`` of their row (or of their column)."""
+        keep = self.dist <= limit.index_select(0, self.rows if per_row else self.cols)
+        at = keep.nonzero().squeeze(1)
+        return Hits(*(part.index_select(0, at) for part in self))
+
+
 class TileHits:
     """Hits of a square ``tile`` × ``tile`` distance matrix, with reusable buffers (a fresh
     allocation per tile costs page faults comparable to the comparison)."""
@@ -53,20 +67,6 @@ class TileHits:
             bound = torch.maximum(row_limit.unsqueeze(1), col_limit.unsqueeze(0), out=self.bound)
         flat = flat_nonzero(torch.le(dist, bound, out=self.mask))
         return Hits(flat >> self.shift, flat & (self.tile - 1), dist.view(-1).index_select(0, flat))
-
-
-class Hits(NamedTuple):
-    """Entries of a tile: row, column and distance."""
-
-    rows: Tensor
-    cols: Tensor
-    dist: Tensor
-
-    def within(self, limit: Tensor, per_row: bool) -> Hits:
-        """The hits within ``limit`` of their row (or of their column)."""
-        keep = self.dist <= limit.index_select(0, self.rows if per_row else self.cols)
-        at = keep.nonzero().squeeze(1)
-        return Hits(*(part.index_select(0, at) for part in self))
 
 
 class CandidateLists:

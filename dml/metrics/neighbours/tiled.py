@@ -247,7 +247,7 @@ class TiledSearch:
         symmetric = len(self.sample) < n_ref and self._symmetric_fits(rows)
         x, sq = self.tile_x[:t], self.tile_sq[:t]
         dist = distances(x, sq, x, sq, self.out)
-        typical = dist[:, : min(t, n_ref)].quantile(min(1.0, hits / n_ref))
+        typical = dist[:64, : min(t, n_ref)].quantile(min(1.0, hits / n_ref))
         limit = dist.new_full((t,), float(typical))
         lists = CandidateLists(1, CANDIDATE_BYTES // 12)
         seconds = math.inf
