@@ -1,12 +1,15 @@
 """Time and memory of dml's retrieval metrics against PML's AccuracyCalculator with faiss.
 
     .venv/bin/python scripts/bench_eval.py                 # N = 10k and 50k, d = 128
+    .venv/bin/python scripts/bench_eval.py --n 50000 --methods pml dml --threads 2
     .venv/bin/python scripts/bench_eval.py --n 200000 --methods dml
 
-Each measurement runs in a fresh process, so its peak resident memory (above what the
-process held once the embeddings were made) is its own. Methods alternate, and their
-order flips every repeat, so load from other users of the machine falls on all of them.
-The script prints a Markdown table and fails if the methods' values disagree.
+Each measurement runs in a fresh process on ``--threads`` threads (torch's and faiss'),
+so its peak resident memory (above what the process held once the embeddings were made)
+is its own. Methods alternate, and their order flips every repeat, so load from other
+users of the machine falls on all of them. Timings mean something only on a quiet
+machine: the script prints the CPU model and the load average before and after. It
+prints a Markdown table and fails if the methods' values disagree by more than 1e-6.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import numpy as np
 import torch
 
 METRICS = ("precision_at_1", "r_precision", "map_at_r")
-# Values may differ by a neighbour swap where two distances are within float32 rounding
-# of each other (each side computes its own matmul); one swap moves a mean by ~1/N.
-AGREEMENT = 1e-4
+# dml ranks exactly (float64 where float32 cannot tell); PML ranks by faiss' float32
+# distances, so it may swap references within float32 rounding of each other. One swap
+# moves r_precision or map_at_r by about 1/(N·R), far below this.
+AGREEMENT = 1e-6
 
 
 @dataclass
@@ -52,10 +56,20 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
-def measure(method: str, n: int, d: int, classes: int, seed: int) -> Measurement:
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+    try:
+        import faiss
+    except ImportError:
+        return
+    faiss.omp_set_num_threads(threads)
+
+
+def measure(method: str, n: int, d: int, classes: int, seed: int, threads: int) -> Measurement:
     """Runs in a child process: make the data, then time one evaluation."""
     logging.basicConfig(level=logging.INFO, format="    %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)
+    set_threads(threads)
     x, y = make_data(n, d, classes, seed)
     query, labels = torch.from_numpy(x), torch.from_numpy(y)
     if method == "pml":
@@ -103,8 +117,16 @@ def matmul_throughput(d: int, threads: int, tile: int = 1024, repeats: int = 20)
     return 2 * tile * tile * d / best
 
 
-def throughputs(d: int) -> dict[int, float]:
-    return {n: matmul_throughput(d, n) for n in sorted({1, torch.get_num_threads()})}
+def throughputs(d: int, threads: int) -> dict[int, float]:
+    return {n: matmul_throughput(d, n) for n in sorted({1, threads})}
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=["pml", "dml", "dml-faiss"],
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch's and faiss' threads in each measurement"
+    )
     args = parser.parse_args(argv)
 
-    before = throughputs(args.d)
+    load_before = os.getloadavg()[0]
+    print(f"{cpu_model()}, {os.cpu_count()} cores; load average {load_before:.2f} before the runs")
+    before = throughputs(args.d, args.threads)
     context = multiprocessing.get_context("spawn")
     results: list[Measurement] = []
     with context.Pool(1, maxtasksperchild=1) as pool:
@@ -131,17 +158,18 @@ def main(argv: list[str] | None = None) -> int:
                 order = args.methods if repeat % 2 == 0 else args.methods[::-1]
                 for method in order:
                     print(f"  N={n} {method} (repeat {repeat + 1}) ...", flush=True)
-                    job = (method, n, args.d, args.classes, args.seed)
+                    job = (method, n, args.d, args.classes, args.seed, args.threads)
                     results.append(pool.apply(measure, job))
 
-    after = throughputs(args.d)
+    after = throughputs(args.d, args.threads)
     best = {n: max(before[n], after[n]) for n in before}
     flops = max(best.values())
     print(
         f"\nMatmul throughput, best of 20 {args.d}-deep 1024×1024 tiles before and after the "
         "runs: "
         + ", ".join(f"{best[n] / 1e9:.0f} GFLOP/s on {n} thread(s)" for n in best)
-        + f"; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n"
+        + f"; load average {load_before:.2f} before the runs, {os.getloadavg()[0]:.2f} after; "
+        + f"{args.threads} thread(s) per measurement.\n"
     )
     print(
         "| N | method | time (s) | × PML time | peak memory above embeddings (MiB) | "

@@ -40,10 +40,13 @@ def retrieval_metrics(
     neighbours by index, not by distance, so an exact duplicate of a query is still a
     neighbour (PML likewise drops the query's own index from faiss' answer).
 
-    Neighbours are ordered by squared Euclidean distance in float32, equal distances by
-    reference index. PML's order among equal distances is whatever faiss returns; for
-    ``IndexFlatL2`` that is the reference index too, which is why ties (duplicated
-    points, integer-grid embeddings) give the same numbers here as in PML.
+    Neighbours are ordered by exact squared Euclidean distance (of the float32
+    embeddings, as a float64 brute force computes it), equal distances by reference
+    index. The search runs in float32 and re-scores in float64 only the near ties whose
+    order float32 cannot guarantee (see :mod:`dml.metrics.neighbours`). PML orders by
+    faiss' float32 distances, so it can differ where two references are within float32
+    rounding of each other; otherwise, ties included (faiss' IndexFlatL2 breaks them by
+    index too), the numbers are PML's.
 
     R for a query is the number of reference items with its label (less itself when
     ``reference=None``, less its own group when groups are given). Queries with R = 0

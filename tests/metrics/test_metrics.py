@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dml.errors import DmlError
-from dml.metrics import clustering_metrics, neighbours, retrieval_metrics
+from dml.metrics import clustering_metrics, retrieval_metrics
+from dml.metrics.neighbours import tiled
 
 K_VALUES = (1, 2, 4, 8)
 
@@ -136,20 +137,16 @@ def test_query_against_other_reference_matches_pml_and_loop(make) -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [
-        {},
-        {"SYMMETRIC_BUFFER_BYTES": 0},
-        {"THRESHOLD_Z": -3.0},
-        {"CAPACITY_Z": -0.9},
-    ],
-    ids=["symmetric", "row-blocks", "thresholds-too-tight", "buffers-overflow"],
+    [{}, {"SYMMETRIC_BYTES": 0}, {"THRESHOLD_Z": -3.0}, {"CANDIDATE_BYTES": 12 * 3000}],
+    ids=["symmetric", "row-blocks", "limits-too-tight", "candidates-over-the-cap"],
 )
 @pytest.mark.parametrize("make", DATASETS.values(), ids=DATASETS.keys())
 def test_small_tiles_take_every_path_to_the_same_numbers(monkeypatch, make, settings) -> None:
-    """Tiles of 32 make the sampled thresholds real; the settings force each schedule and
-    the recomputation of rows whose threshold or buffer fell short."""
+    """Tiles of 32 make the sampled limits real (a sample of 64 of 240 references); the
+    settings force each schedule, and the exact pass for queries whose limit fell short
+    or whose candidates were dropped at the memory cap."""
     for name, value in settings.items():
-        monkeypatch.setattr(neighbours, name, value)
+        monkeypatch.setattr(tiled, name, value)
     x, y = make(240, 5, 10, seed=11)
     groups = np.random.default_rng(1).integers(0, 80, len(x))
     expected = retrieval_metrics(x, y, tile=10_000)
@@ -226,23 +223,6 @@ def test_no_relevant_item_anywhere_gives_nan(backend: str) -> None:
     x, _ = gaussian(10, 3, 2, seed=0)
     got = retrieval_metrics(x, np.arange(10), backend=backend)
     assert all(math.isnan(v) for v in got.values())
-
-
-def test_busy_cpu_search_runs_on_one_thread_and_restores_the_setting(monkeypatch) -> None:
-    seen = []
-    real_topk = torch.topk
-
-    def spying_topk(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return real_topk(*args, **kwargs)
-
-    monkeypatch.setattr(neighbours.os, "getloadavg", lambda: (1000.0, 0.0, 0.0))
-    monkeypatch.setattr(neighbours.torch, "topk", spying_topk)
-    before = torch.get_num_threads()
-    x, y = gaussian(100, 4, 5, seed=0)
-    retrieval_metrics(x, y)
-    assert seen and set(seen) == {1}
-    assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize(
