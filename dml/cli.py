@@ -74,9 +74,10 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_errors
 def train_command(cfg: DictConfig) -> float | None:
+    from dml.commands.cross_validate import cross_validate, cv_folds
     from dml.commands.train import train
 
-    metrics = train(cfg)
+    metrics = cross_validate(cfg) if cv_folds(cfg) else train(cfg)
     value = metrics.get(cfg.optimized_metric)
     return None if value is None else float(value)
 
