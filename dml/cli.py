@@ -84,11 +84,13 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_errors
 def train_command(cfg: DictConfig) -> float | None:
+    from dml.commands.cross_validate import cross_validate, cv_folds
     from dml.commands.train import train
     from dml.training.selection import SELECTION_SCORE
 
-    metrics = train(cfg)
-    # The optimized_metric of the checkpoint the run tested (eval.test_checkpoint).
+    metrics = cross_validate(cfg) if cv_folds(cfg) else train(cfg)
+    # The optimized_metric of the checkpoint the run tested (eval.test_checkpoint); under
+    # cv.folds, its mean over the folds.
     value = metrics.get(SELECTION_SCORE)
     return None if value is None else float(value)
 

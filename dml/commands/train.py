@@ -14,7 +14,7 @@ from dml.config.checks import check_config
 from dml.errors import DmlError
 from dml.metrics.baseline import raw_input_baseline
 from dml.reporting.console import print_metrics_table
-from dml.reporting.run_files import resolve_run_dir, write_json
+from dml.reporting.run_files import resolve_run_dir, split_record, write_json
 from dml.reporting.run_plots import log_plots, write_run_plots
 from dml.reporting.wandb_run import INTERRUPTED, finish_loggers
 from dml.training.ddp_launch import start_ddp_processes, stop_ddp_processes
@@ -46,6 +46,8 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
     pseudo_labeler = build(cfg.get("semi"))
     datamodule = build_datamodule(cfg, pseudo_labeler)
     datamodule.setup("fit")
+    if is_rank_zero():
+        write_json(run_dir / "splits.json", split_record(datamodule.splits))
     module = build_module(cfg)
     loggers = build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
     exit_code = 1
@@ -103,11 +105,13 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
 
 
 def resume_command(cfg: DictConfig, run_dir: Path) -> str:
-    """The command line that continues this run."""
+    """The command line that continues this run (a fold of ``cv.folds`` continues its
+    whole job, whose directory is Hydra's)."""
     from hydra.core.hydra_config import HydraConfig
 
     overrides = []
     if HydraConfig.initialized():
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
         overrides = [
             o
             for o in HydraConfig.get().overrides.task

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dml.config.optimization import check_optimization
 from dml.datasets.base import DatasetSource
+from dml.datasets.folds import class_folds
 from dml.errors import DmlError
 from dml.losses.compat import check_compatible
 from dml.metrics.neighbours import check_backend
@@ -79,9 +80,6 @@ def build_loss(cfg: DictConfig) -> tuple[Any, bool]:
 
 
 # Keys under ``dataset`` that say how the data module serves the data, not where it lives.
-
-
-# Keys under ``dataset`` that say how the data module serves the data, not where it lives.
 DATAMODULE_KEYS = ("labeled_fraction", "pairs", "positive_ratio")
 
 
@@ -90,12 +88,19 @@ def build_source(cfg: DictConfig) -> DatasetSource:
 
     train.yaml sets those keys under ``dataset`` so that ``dataset.labeled_fraction=0.1``
     or ``dataset.pairs=true`` composes with every dataset option, the user's own included.
+    ``dataset.folds``/``dataset.fold`` are set there for the same reason and handed to the
+    source after it is built (:meth:`DatasetSource.use_folds`), so no source's
+    constructor needs them and a source without a class split refuses them in one line.
     """
     node = cfg.dataset.copy()
     with open_dict(node):
         for key in DATAMODULE_KEYS:
             node.pop(key, None)
-    return build(node)
+        folds = class_folds(node.pop("folds", None), node.pop("fold", 0))
+    source = build(node)
+    if folds is not None:
+        source.use_folds(folds)
+    return source
 
 
 def build_datamodule(

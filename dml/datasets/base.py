@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dml.datasets.checks import check_arrays
+from dml.datasets.folds import ClassFolds, split_folds_problem
 from dml.errors import DmlError
 
 if TYPE_CHECKING:
@@ -41,6 +42,12 @@ class LabeledDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def class_labels(self) -> Tensor:
+        """Every item's true class, also where training hides it (semi-supervised):
+        what splits.json records, so a leak of test classes shows there."""
+        return self.labels
 
 
 class TensorLabeledDataset(LabeledDataset):
@@ -125,9 +132,27 @@ class DataSplits:
 class DatasetSource(ABC):
     """Knows where a dataset lives and how it is split."""
 
+    #: Class-disjoint folds of the training classes (``dataset.folds``/``dataset.fold``),
+    #: set through :meth:`use_folds`; None: the source's own validation hold-out.
+    class_folds: ClassFolds | None = None
+
     @abstractmethod
     def load(self) -> DataSplits:
         """Read the data and return its three splits."""
+
+    def folds_problem(self) -> str | None:
+        """Why this source cannot validate on class folds, or None if it can."""
+        return (
+            f"{type(self).__name__} has no class split whose training classes could be "
+            "folded; use a dataset with split=classes, or drop dataset.folds"
+        )
+
+    def use_folds(self, folds: ClassFolds) -> None:
+        """Validate on fold ``folds.fold`` of the training classes from now on."""
+        problem = self.folds_problem()
+        if problem is not None:
+            raise DmlError(f"dataset.folds={folds.folds}: {problem}")
+        self.class_folds = folds
 
 
 class ArraySource(DatasetSource):
@@ -180,6 +205,9 @@ class ArraySource(DatasetSource):
         """Every item's group id, in the order of :meth:`arrays`; None: no groups."""
         return None
 
+    def folds_problem(self) -> str | None:
+        return split_folds_problem(self.split)
+
     def load(self) -> DataSplits:
         features, labels = self.arrays()
         labels = check_arrays(features, labels, type(self).__name__)
@@ -211,6 +239,7 @@ class ArraySource(DatasetSource):
             self.test_fraction,
             self.train_classes,
             np.random.default_rng(self.seed),
+            self.class_folds,
         )
 
 
@@ -221,11 +250,14 @@ def split_indices(
     test_fraction: float,
     train_classes: int | None,
     rng: np.random.Generator,
+    folds: ClassFolds | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train, val and test indices under ``split`` (see :class:`ArraySource`).
 
     Shared by every source that has no split of its own (in-memory arrays, image folders),
-    so ``split=classes`` means the same thing for all of them.
+    so ``split=classes`` means the same thing for all of them. With ``folds`` (only under
+    ``split=classes``) validation is one class fold of the training classes instead of a
+    stratified share of each.
     """
     classes = np.unique(labels)
     if split == "samples":
@@ -243,6 +275,9 @@ def split_indices(
         )
     seen = np.isin(labels, classes[:n_train])
     seen_idx = np.flatnonzero(seen)
+    if folds is not None:
+        train, val = folds.split(labels[seen_idx], rng)
+        return seen_idx[train], seen_idx[val], np.flatnonzero(~seen)
     val = seen_idx[stratified_take(labels[seen_idx], val_fraction, rng)]
     train = np.setdiff1d(seen_idx, val)
     return rng.permutation(train), val, np.flatnonzero(~seen)
@@ -252,7 +287,11 @@ VAL_SPLITS = ("classes", "samples")
 
 
 def hold_out_val(
-    labels: np.ndarray, val_split: str, val_fraction: float, rng: np.random.Generator
+    labels: np.ndarray,
+    val_split: str,
+    val_fraction: float,
+    rng: np.random.Generator,
+    folds: ClassFolds | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train and val indices carved out of a benchmark's fixed training set.
 
@@ -260,9 +299,12 @@ def hold_out_val(
     the benchmark's test measures, retrieval among classes never trained on, and the
     best checkpoint is the one that generalises. ``samples`` holds out a stratified
     fraction of every class's images (classes with a single image stay in training).
+    ``folds`` holds out one class fold instead (``val_fraction`` then plays no part).
     """
     if val_split not in VAL_SPLITS:
         raise DmlError(f"dataset.val_split={val_split!r} is not one of {VAL_SPLITS}")
+    if folds is not None:
+        return folds.split(labels, rng)
     if not 0 < val_fraction < 1:
         raise DmlError(f"dataset.val_fraction={val_fraction} must lie strictly between 0 and 1")
     if val_split == "classes":

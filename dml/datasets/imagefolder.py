@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dml.datasets.base import SPLITS, DataSplits, split_indices
+from dml.datasets.folds import split_folds_problem
 from dml.datasets.images import (
     IMAGE_SUFFIXES,
     ImageList,
@@ -71,6 +72,9 @@ class ImageFolder(ImageSource):
         self.test_fraction = test_fraction
         self.train_classes = train_classes
 
+    def folds_problem(self) -> str | None:
+        return split_folds_problem(self.split_by)
+
     def read(self, root: Path) -> dict[str, ImageList]:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
@@ -103,6 +107,7 @@ class ImageFolder(ImageSource):
             self.test_fraction,
             self.train_classes,
             rng,
+            self.class_folds,
         )
         eval_tf = self.transform.eval_transform()
         return DataSplits(

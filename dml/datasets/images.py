@@ -30,6 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from dml.datasets.base import DatasetSource, DataSplits, LabeledDataset, hold_out_val
+from dml.datasets.folds import split_folds_problem
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms, Transform
 
@@ -184,6 +185,10 @@ class ImageSource(DatasetSource):
     def read(self, root: Path) -> dict[str, ImageList]:
         """The benchmark's partitions, parsed from its annotation files under ``root``."""
 
+    def folds_problem(self) -> str | None:
+        """The benchmark's test classes are apart already; folds replace a class hold-out."""
+        return split_folds_problem(self.val_split, "dataset.val_split")
+
     def find_root(self) -> Path:
         """The folder that holds the annotations; subclasses accept a parent folder too."""
         return self.require_dir(self.data_dir)
@@ -216,7 +221,9 @@ class ImageSource(DatasetSource):
         """Train and val from the training partition; the test partition as it is."""
         train = partitions["train"]
         rng = np.random.default_rng(self.seed)
-        train_idx, val_idx = hold_out_val(train.labels, self.val_split, self.val_fraction, rng)
+        train_idx, val_idx = hold_out_val(
+            train.labels, self.val_split, self.val_fraction, rng, self.class_folds
+        )
         train_tf = self.transform.train_transform()
         eval_tf = self.transform.eval_transform()
         query = gallery = None

@@ -23,6 +23,7 @@ from dml.datasets.base import (
     TensorLabeledDataset,
     stratified_take,
 )
+from dml.datasets.folds import split_folds_problem
 from dml.errors import DmlError
 from dml.transforms import SmallImageTransforms
 
@@ -70,6 +71,9 @@ class TorchvisionMNIST(DatasetSource):
         self.transform = transform if transform is not None else SmallImageTransforms()
         self.seed = seed
 
+    def folds_problem(self) -> str | None:
+        return split_folds_problem(self.split)
+
     def read(self, train: bool) -> tuple[Tensor, Tensor]:
         """Images as [N, 1, 28, 28] floats in [0, 1], and their labels."""
         raw = self.root / self.variant / "raw"
@@ -110,8 +114,12 @@ class TorchvisionMNIST(DatasetSource):
             x, y = x[seen], y[seen]
             unseen = test_y >= n_train
             test_x, test_y = test_x[unseen], test_y[unseen]
-        val = torch.as_tensor(stratified_take(y.numpy(), self.val_fraction, rng))
-        train = torch.as_tensor(rng.permutation(np.setdiff1d(np.arange(len(y)), val.numpy())))
+        if self.class_folds is not None:
+            train_idx, val_idx = self.class_folds.split(y.numpy(), rng)
+            train, val = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
+        else:
+            val = torch.as_tensor(stratified_take(y.numpy(), self.val_fraction, rng))
+            train = torch.as_tensor(rng.permutation(np.setdiff1d(np.arange(len(y)), val.numpy())))
         eval_tf = self.transform.eval_transform()
         return DataSplits(
             train=TensorLabeledDataset(x[train], y[train], self.transform.train_transform()),

@@ -9,10 +9,14 @@ import csv
 import json
 import math
 import os
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dml.datasets.base import DataSplits
 
 
 def read_history(path: Path) -> dict[str, np.ndarray]:
@@ -40,6 +44,22 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def split_record(splits: DataSplits) -> dict[str, dict[str, Any]]:
+    """Each split's class ids (sorted) and number of samples: the content of splits.json.
+
+    With it anyone can check, from the run directory alone, that no test class was ever
+    trained or validated on, and that the folds of a cross-validation are disjoint.
+    Semi-supervised training records the true classes of its items, hidden labels too.
+    """
+    record = {}
+    for field in fields(splits):
+        dataset = getattr(splits, field.name)
+        if dataset is not None:
+            classes = np.unique(dataset.class_labels.numpy())
+            record[field.name] = {"classes": classes.tolist(), "samples": len(dataset)}
+    return record
 
 
 def resolve_run_dir(run_dir: Path | str | None) -> Path:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 GROUPS = ("loss", "miner", "backbone", "dataset")
+# Override keys whose runs are repetitions of one variant, not variants of their own: the
+# seed, and the fold of a class-disjoint cross-validation.
+REPLICATE_KEYS = ("seed", "dataset.fold")
+# What a run whose only overrides are replicate keys is called.
+DEFAULT_VARIANT = "defaults"
 
 
 def short_number(value: str) -> str:
@@ -36,6 +42,34 @@ def override_label(override: str) -> str:
     return f"{short}{value}"
 
 
+def override_key(override: str) -> str:
+    """``+loss.margin=0.3`` → ``loss.margin``: the key an override sets, prefixes dropped."""
+    return override.lstrip("+~").partition("=")[0]
+
+
+def variant_of(overrides: Sequence[str]) -> str:
+    """The variant a run belongs to: its overrides less the replicate keys (seed, fold)
+    and Hydra's own, sorted, so every seed of one configuration gets the same string
+    whatever the order its command line gave."""
+    kept = sorted(
+        o for o in overrides if override_key(o) not in REPLICATE_KEYS and not o.startswith("hydra")
+    )
+    return " ".join(kept) if kept else DEFAULT_VARIANT
+
+
+def run_variant(cfg: DictConfig) -> str:
+    """This run's variant (:func:`variant_of` of its command-line overrides).
+
+    Without Hydra (``train(cfg)`` called from Python) there is no command line; the
+    component choices stand in for it.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return variant_of(list(HydraConfig.get().overrides.task))
+    return variant_of([f"{group}={value}" for group, value in group_choices(cfg).items()])
+
+
 def group_choices(cfg: DictConfig) -> dict[str, str]:
     """The option chosen in each component group, from Hydra if it composed the config."""
     from hydra.core.hydra_config import HydraConfig
@@ -63,6 +97,11 @@ def run_identity(cfg: DictConfig) -> tuple[str, str | None, list[str]]:
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra")]
     labels = [override_label(o) for o in overrides]
     name = "-".join(labels) if labels else f"{choices['loss']}-{choices['miner']}"
+    if cfg.get("dataset", {}).get("folds") and not any(
+        override_key(o) == "dataset.fold" for o in overrides
+    ):
+        # A fold of a cv.folds job: the command line does not tell its runs apart.
+        name = f"{name}-fold{cfg.dataset.fold}"
     group = None
     if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
         group = Path(hydra_cfg.sweep.dir).name

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
-from dml.reporting.run_naming import run_identity
+from dml.reporting.run_naming import run_identity, run_variant
 from dml.training.resume import save_wandb_id, saved_wandb_id
 
 INTERRUPTED = 130  # the shell's exit status after SIGINT
@@ -95,7 +95,8 @@ def build_wandb_logger(
     for prefix in ("train", "val", "test"):
         experiment.define_metric(f"{prefix}/*", step_metric="epoch")
     experiment.define_metric("val/map_at_r", step_metric="epoch", summary="max")
-    logger.log_hyperparams(flat_config(cfg))
+    # ``variant``: the dashboard's "Group by: variant" pools the seeds of one configuration.
+    logger.log_hyperparams({**flat_config(cfg), "variant": run_variant(cfg)})
     return logger
 
 

@@ -99,6 +99,10 @@ class PseudoLabeledDataset(LabeledDataset):
         self.weights = torch.where(self.labeled, 1.0, torch.where(use, weight, 0.0))
 
     @property
+    def class_labels(self) -> Tensor:
+        return self.hidden_labels
+
+    @property
     def pseudo_labeled(self) -> Tensor:
         return (self.labels != UNLABELED) & ~self.labeled
 

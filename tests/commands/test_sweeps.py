@@ -6,6 +6,7 @@ are read back from the offline files. Launchers that start extra processes are `
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -126,6 +127,8 @@ def test_four_job_sweep_gives_four_comparable_wandb_runs(four_job_sweep: Path) -
 
         config = {k: v for rec in records["config"] for k, v in rec["update"].items()}
         assert config["loss._target_"].startswith(f"dml.losses.{choice['loss']}")
+        # "Group by: variant" in the dashboard: the overrides, sorted (no seed here).
+        assert config["variant"] == " ".join(sorted(job_overrides(job)))
         assert config["trainer.max_epochs"] == 1 and config["data.batch_size"] == 60
         assert not any(isinstance(v, dict) for k, v in config.items() if k != "_wandb")
 
@@ -147,15 +150,17 @@ def test_compare_reads_the_sweep(four_job_sweep: Path, monkeypatch: pytest.Monke
     assert compare_main([str(four_job_sweep)]) == 0
     lines = (four_job_sweep / "compare.md").read_text().splitlines()
     rows = [line.split(" | ") for line in lines[2:6]]
-    assert [row[2] for row in rows] == ["finished"] * 4
-    assert sorted(row[3] for row in rows) == sorted(
+    assert [row[2] for row in rows] == ["1"] * 4  # one seed each: four variants of n = 1
+    assert sorted(row[1] for row in rows) == sorted(
         f"loss={loss} miner={miner}"
         for loss in ("triplet", "contrastive")
         for miner in ("hard", "semihard")
     )
-    values = [float(row[4]) for row in rows]
+    values = [float(row[3]) for row in rows]
     assert values == sorted(values, reverse=True)
     assert (four_job_sweep / "compare.png").is_file()
+    groups = list(csv.DictReader((four_job_sweep / "compare_groups.csv").open()))
+    assert [float(g["val/map_at_r_mean"]) for g in groups] == pytest.approx(values, abs=5e-5)
 
 
 def test_optuna_search_space_names_real_keys_and_options() -> None:

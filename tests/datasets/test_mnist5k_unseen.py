@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from torch.nn import functional as F
 
 from dml.commands.train import train
-from dml.config.build import build_source
+from dml.config.build import build_module, build_source
 from dml.datasets.base import stacked_inputs
 from dml.metrics import retrieval_metrics
 
@@ -32,6 +32,21 @@ def test_experiment_runs_one_step(compose_cfg: Callable[..., DictConfig], tmp_pa
     metrics = train(compose_cfg("experiment=mnist5k_unseen", *FAST), tmp_path)
     assert 0 <= metrics["test/map_at_r"] <= 1
     assert (tmp_path / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "triplet", "multi_similarity"])
+def test_experiment_composes_with_each_loss_of_the_fair_comparison(
+    compose_cfg: Callable[..., DictConfig], loss: str
+) -> None:
+    """The README's `dml train -m experiment=mnist5k_unseen loss=triplet,contrastive,
+    multi_similarity`: the experiment's contrastive margins must not reach other losses."""
+    cfg = compose_cfg("experiment=mnist5k_unseen", f"loss={loss}", *FAST)
+    contrastive_keys = {"pos_margin", "neg_margin", "form"}
+    assert (contrastive_keys <= set(cfg.loss)) is (loss == "contrastive")
+    if loss == "contrastive":
+        assert (cfg.loss.pos_margin, cfg.loss.neg_margin) == (0.5, 1.0)
+    module = build_module(cfg)
+    assert type(module.loss_fn).__module__ == f"dml.losses.{loss}"
 
 
 @pytest.mark.slow

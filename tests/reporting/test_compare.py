@@ -85,10 +85,10 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open()))
 
 
-def test_compare_ranks_finished_runs_first_and_marks_the_rest(
+def test_no_group_ranks_finished_runs_first_and_marks_the_rest(
     sweep: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([str(sweep)]) == 0
+    assert main([str(sweep), "--no-group"]) == 0
     rows = read_rows(sweep / "compare.csv")
     assert [r["run"] for r in rows] == ["1", "0", "2", "10"]
     assert [r["status"] for r in rows] == ["finished", "finished", "failed", "unfinished"]
@@ -99,6 +99,7 @@ def test_compare_ranks_finished_runs_first_and_marks_the_rest(
     assert float(rows[0]["val/map_at_r"]) == pytest.approx(0.7)  # final, not best
     assert float(rows[2]["val/map_at_r"]) == pytest.approx(0.9)  # how far the crash got
     assert rows[0]["overrides"] == "loss=contrastive dataset=digits backbone=mlp"
+    assert rows[0]["variant"] == "backbone=mlp dataset=digits loss=contrastive"
     assert rows[0]["test/recall_at_2"] == "0.95" and rows[2]["test/recall_at_2"] == ""
 
     out = capsys.readouterr().out
@@ -130,6 +131,7 @@ def test_compare_ranks_finished_runs_first_and_marks_the_rest(
     assert markdown[5].startswith("| 4 | 10 | unfinished | loss=npair | 0.3000 | — |")
     assert "Common overrides: `dataset=digits backbone=mlp`." in markdown
     assert (sweep / "compare.png").read_bytes()[:8] == PNG_MAGIC
+    assert not (sweep / "compare_groups.csv").exists()
 
 
 def test_sort_by_another_metric_and_lowest_first(sweep: Path, tmp_path: Path) -> None:
@@ -142,11 +144,16 @@ def test_sort_by_another_metric_and_lowest_first(sweep: Path, tmp_path: Path) ->
 
 
 def test_chosen_metrics_become_the_table_columns(sweep: Path) -> None:
-    assert main([str(sweep), "--metrics", "test/recall_at_2,val/recall_at_1"]) == 0
+    assert main([str(sweep), "--no-group", "--metrics", "test/recall_at_2,val/recall_at_1"]) == 0
     header = (sweep / "compare.md").read_text().splitlines()[0]
     assert header == (
         "| # | run | status | overrides | val/map_at_r | test/recall_at_2 | "
         "val/recall_at_1 | best/last epoch |"
+    )
+    assert main([str(sweep), "--metrics", "test/recall_at_2,val/recall_at_1"]) == 0
+    header = (sweep / "compare.md").read_text().splitlines()[0]
+    assert header == (
+        "| # | variant | n | val/map_at_r | test/recall_at_2 | val/recall_at_1 | not averaged |"
     )
 
 
@@ -193,7 +200,7 @@ def test_dml_compare_console_script(sweep: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "Sorted by test/map_at_r, highest first." in result.stdout
+    assert "Ranked by the mean of test/map_at_r, highest first" in result.stdout
     assert [r["run"] for r in read_rows(sweep / "compare.csv")] == ["0", "1", "2", "10"]
     missing = subprocess.run(
         [*command, str(sweep / "nope")], env=env, capture_output=True, text=True, timeout=120

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from sklearn.decomposition import PCA
 
 from dml.config.build import build_datamodule, build_module
-from dml.reporting.compare_plots import RunCurves, compare_figure
+from dml.reporting.compare_plots import VariantCurves, compare_figure
 from dml.reporting.projection import project_2d, projection_figure
 from dml.reporting.run_files import read_history, read_metrics, write_json
 from dml.reporting.run_plots import (
@@ -185,21 +185,65 @@ def test_recall_figure_plots_each_split_against_k() -> None:
     assert ax.get_xscale() == "log" and ax.get_ylabel() == "recall@k"
 
 
-def test_compare_figure_overlays_runs_in_one_colour_each(tmp_path: Path) -> None:
-    history = history_rows(tmp_path / "metrics.csv")
-    runs = [
-        RunCurves("loss=triplet", history, {"test/recall_at_1": 0.6, "test/recall_at_2": 0.8}),
-        RunCurves("loss=contrastive", history, {"val/recall_at_1": 0.5}),
+def seed_history(epochs: int, map_values: list[float], pos: list[float]) -> dict[str, np.ndarray]:
+    return {
+        "epoch": np.arange(epochs, dtype=float),
+        "val/map_at_r": np.array(map_values),
+        "val/dist_pos_mean": np.array(pos),
+        "val/dist_neg_mean": np.array(pos) + 0.3,
+    }
+
+
+def test_compare_figure_shows_each_variants_mean_ci_and_seed_band() -> None:
+    two_seeds = VariantCurves(
+        "loss=triplet",
+        # The second seed stopped an epoch early: epoch 2 is the first seed's alone.
+        [
+            seed_history(3, [0.1, 0.5, 0.6], [0.5, 0.4, 0.3]),
+            seed_history(2, [0.1, 0.3], [0.5, 0.2]),
+        ],
+        [
+            {"val/map_at_r": 0.6, "test/recall_at_1": 0.6, "test/recall_at_2": 0.8},
+            {"val/map_at_r": 0.3, "test/recall_at_1": 0.4, "test/recall_at_2": 0.6},
+        ],
+        mean=0.45,
+        ci95=0.2,
+    )
+    one_run = VariantCurves(
+        "loss=contrastive",
+        [seed_history(2, [0.1, 0.4], [0.5, 0.45])],
+        [{"val/map_at_r": 0.4, "val/recall_at_1": 0.5}],
+        mean=0.4,
+        ci95=None,
+    )
+    figure = compare_figure([two_seeds, one_run], "val/map_at_r")
+    bar_ax, curves_ax, map_ax, recall_ax = figure.axes
+    assert [bar.get_height() for bar in bar_ax.patches] == pytest.approx([0.45, 0.4])
+    (error_bars,) = [c for c in bar_ax.collections if c.get_segments()]
+    assert [seg[:, 1].tolist() for seg in error_bars.get_segments()] == [
+        pytest.approx([0.25, 0.65]),
+        pytest.approx([0.4, 0.4]),
     ]
-    figure = compare_figure(runs)
-    curves_ax, recall_ax = figure.axes
-    curve_colors = [line.get_color() for line in curves_ax.get_lines()]
-    assert len(curve_colors) == 4 and curve_colors[0] == curve_colors[1] != curve_colors[2]
-    assert [line.get_ydata().tolist() for line in recall_ax.get_lines()] == [[0.6, 0.8], [0.5]]
+    dots = [line.get_ydata().tolist() for line in bar_ax.get_lines() if line.get_marker() == "o"]
+    assert dots == [[0.6, 0.3], [0.4]]
+
+    curves = map_ax.get_lines()
+    assert curves[0].get_ydata().tolist() == pytest.approx([0.1, 0.4, 0.6])
+    assert curves[1].get_ydata().tolist() == pytest.approx([0.1, 0.4])
+    assert curves[0].get_color() != curves[1].get_color()
+    (band,) = map_ax.collections  # only the two-seed variant has a spread, and only where
+    upper = band.get_paths()[0].vertices[:, 1]  # both seeds reached: epochs 0 and 1
+    std = np.std([0.5, 0.3], ddof=1)
+    assert upper.max() == pytest.approx(0.4 + std)
+
+    positives = [line for line in curves_ax.get_lines() if line.get_linestyle() == "-"]
+    assert positives[0].get_ydata().tolist() == pytest.approx([0.5, 0.3, 0.3])
+    assert [line.get_ydata().tolist() for line in recall_ax.get_lines()] == [
+        pytest.approx([0.5, 0.7]),
+        [0.5],
+    ]
     (legend,) = figure.legends
-    assert [t.get_text() for t in legend.get_texts()] == ["loss=triplet", "loss=contrastive"]
-    styles = [t.get_text() for t in curves_ax.get_legend().get_texts()]
-    assert styles == ["positive pairs", "negative pairs"]
+    assert [t.get_text() for t in legend.get_texts()] == ["1. loss=triplet", "2. loss=contrastive"]
 
 
 def test_snapshot_embeds_in_eval_mode_and_restores_training() -> None:

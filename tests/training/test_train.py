@@ -78,9 +78,18 @@ def test_train_writes_the_run_directory_and_wandb_run(
         assert float(row["train/loss"]) >= 0.0
         assert 0.0 <= float(row["train/active_fraction"]) <= 1.0
 
+    splits = json.loads((tmp_path / "splits.json").read_text())
+    assert sorted(splits) == ["test", "train", "val"]
+    assert all(splits[name]["classes"] == list(range(10)) for name in splits)  # split=samples
+    assert sum(splits[name]["samples"] for name in splits) == 1797  # every digit, once
+
     summary, history = read_wandb_run(tmp_path)
     assert summary["state"] == "finished" and summary["exit_code"] == 0
     assert summary["config"]["loss._target_"] == "dml.losses.triplet.TripletLoss"
+    # Without Hydra's command line, the variant names the components.
+    assert summary["config"]["variant"] == (
+        "backbone=mlp dataset=digits loss=tripletloss miner=batchhardminer"
+    )
     assert summary["summary"]["test/map_at_r"] == pytest.approx(saved["test/map_at_r"])
     curve = [(h["epoch"], h["val/dist_pos_mean"]) for h in history if "val/dist_pos_mean" in h]
     assert [epoch for epoch, _ in curve] == [0, 1, 2]

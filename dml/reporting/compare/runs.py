@@ -1,9 +1,10 @@
 """The runs of a sweep as `dml compare` sees them, read from their run directories alone.
 
-Everything comes from files a run directory holds (``.hydra/overrides.yaml``,
-``metrics.json``, ``metrics.csv``), so a sweep can be compared on a machine with no W&B
-account, or after the W&B runs were deleted. W&B's local run file is read only to tell a
-crashed run from one still going, and only when the ``wandb`` command is there.
+Everything comes from files a run directory holds (``.hydra/overrides.yaml`` and
+``hydra.yaml``, ``metrics.json``, ``metrics.csv``), so a sweep can be compared on a
+machine with no W&B account, or after the W&B runs were deleted. W&B's local run file is
+read only to tell a crashed run from one still going, and only when the ``wandb``
+command is there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 
 from dml.errors import DmlError
 from dml.reporting.run_files import read_history, read_metrics
+from dml.reporting.run_naming import override_key, variant_of
 
 FAILED_MARKER = "FAILED"
 BEST_METRIC = "val/map_at_r"
@@ -33,6 +35,8 @@ class RunRecord:
 
     ``metrics`` is metrics.json for a finished run; for any other run it is the latest
     value of each column in metrics.csv, so a crashed run still shows how far it got.
+    ``choices`` are the config group options Hydra composed (``.hydra/hydra.yaml``),
+    also those no override named.
     """
 
     path: Path
@@ -44,10 +48,28 @@ class RunRecord:
     best_epoch: int | None
     best_value: float | None
     epochs: int
+    choices: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def variant(self) -> str:
+        """The W&B ``variant`` this run logged: its overrides less seed and fold."""
+        return variant_of(self.overrides)
+
+    @property
+    def dataset(self) -> str | None:
+        """The dataset option the run used; None where its files do not say."""
+        return self.setting("dataset")
+
+    def setting(self, key: str) -> str | None:
+        """The value the run gave ``key``: its override, else Hydra's group choice."""
+        for override in self.overrides:
+            if override_key(override) == key:
+                return override.partition("=")[2]
+        return self.choices.get(key)
 
 
 def write_failure_marker(run_dir: Path, error: BaseException) -> None:
@@ -93,6 +115,15 @@ def read_overrides(run_dir: Path) -> list[str]:
     if not path.is_file():
         return []
     return [str(item) for item in yaml.safe_load(path.read_text()) or []]
+
+
+def read_choices(run_dir: Path) -> dict[str, str]:
+    """The group options Hydra composed, from ``.hydra/hydra.yaml``; {} without it."""
+    path = run_dir / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    runtime = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}).get("runtime", {})
+    return {str(k): str(v) for k, v in (runtime.get("choices") or {}).items() if v is not None}
 
 
 def wandb_exit_code(run_dir: Path) -> int | None:
@@ -168,6 +199,7 @@ def load_run(run_dir: Path) -> RunRecord:
         best_epoch=best,
         best_value=best_value,
         epochs=epochs,
+        choices=read_choices(run_dir),
     )
 
 

@@ -112,14 +112,18 @@ def print_table(
             console.print(line, soft_wrap=True)
 
 
-def write_csv(path: Path, runs: Sequence[RunRecord]) -> None:
-    """Every metric of every run, overrides in full: the file to load into a notebook."""
+def write_csv(path: Path, runs: Sequence[RunRecord], variants: Sequence[str]) -> None:
+    """Every metric of every run, overrides in full: the file to load into a notebook.
+
+    ``variants`` names each run's variant, as compare_groups.csv names its rows.
+    """
     metric_names = sorted({m for run in runs for m in run.metrics if m != "epoch"})
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             [
                 "run",
+                "variant",
                 "path",
                 "status",
                 "reason",
@@ -130,10 +134,11 @@ def write_csv(path: Path, runs: Sequence[RunRecord]) -> None:
                 *metric_names,
             ]
         )
-        for run in runs:
+        for run, variant in zip(runs, variants, strict=True):
             writer.writerow(
                 [
                     run.name,
+                    variant,
                     str(run.path),
                     run.status,
                     run.reason,

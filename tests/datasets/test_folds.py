@@ -1,0 +1,187 @@
+"""Class-disjoint k-fold cross-validation: every labelled source under split=classes.
+
+Each check reads the folds the way a user would, from splits.json's record of the splits
+(:func:`dml.reporting.run_files.split_record`): the K validation folds are disjoint and
+cover the training classes, and the test classes are the ones the source tests without
+folds, never trained or validated on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from omegaconf import DictConfig
+
+from dml.config.build import build_source
+from dml.datasets.base import DatasetSource
+from dml.datasets.cars196 import Cars196
+from dml.datasets.cub200 import CUB200
+from dml.datasets.folds import ClassFolds
+from dml.datasets.imagefolder import ImageFolder
+from dml.datasets.inshop import InShop
+from dml.datasets.mnist import TorchvisionMNIST
+from dml.datasets.sop import StanfordOnlineProducts
+from dml.datasets.synthetic import GaussianClusters
+from dml.errors import DmlError
+from dml.reporting.run_files import split_record
+from tests.fixtures.trees import (
+    make_cars,
+    make_cub,
+    make_imagefolder,
+    make_inshop,
+    make_mnist_raw,
+    make_sop,
+    small_transform,
+)
+
+SHAPE = [3, 32, 32]
+
+
+def records(make: Callable[[], DatasetSource], folds: int) -> tuple[dict, list[dict]]:
+    """splits.json's record without folds, and of each of the ``folds`` folds."""
+    plain = split_record(make().load())
+    per_fold = []
+    for fold in range(folds):
+        source = make()
+        source.use_folds(ClassFolds(folds, fold))
+        per_fold.append(split_record(source.load()))
+    return plain, per_fold
+
+
+def check_folds(plain: dict, per_fold: list[dict]) -> None:
+    classes = {name: [set(r[name]["classes"]) for r in per_fold] for name in ("train", "val")}
+    pool = set(plain["train"]["classes"]) | set(plain["val"]["classes"])
+    test = set(plain["test"]["classes"])
+    vals = classes["val"]
+    for i, val in enumerate(vals):
+        assert val, f"fold {i} validates on no class"
+        assert not val & classes["train"][i]
+        assert classes["train"][i] | val == pool
+        assert all(not val & other for j, other in enumerate(vals) if j != i)
+    assert set().union(*vals) == pool
+    samples = plain["train"]["samples"] + plain["val"]["samples"]
+    for record in per_fold:
+        assert record["train"]["samples"] + record["val"]["samples"] == samples
+        assert record["test"] == plain["test"]
+        assert not test & (set(record["train"]["classes"]) | set(record["val"]["classes"]))
+        for name in ("query", "gallery"):
+            assert record.get(name) == plain.get(name)
+    sizes = sorted(len(v) for v in vals)
+    assert sizes[-1] - sizes[0] <= 1  # classes dealt evenly
+
+
+def test_fold_assignment_deals_every_class_to_exactly_one_fold() -> None:
+    labels = np.repeat(np.arange(11), 3)
+    seen = np.zeros(11, dtype=int)
+    for fold in range(4):
+        train, val = ClassFolds(4, fold).split(labels, np.random.default_rng(7))
+        assert sorted(np.concatenate([train, val]).tolist()) == list(range(33))
+        assert not set(labels[train]) & set(labels[val])
+        seen[np.unique(labels[val])] += 1
+    assert seen.tolist() == [1] * 11
+
+
+def test_folds_compose_with_an_in_memory_dataset_through_the_config(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    base = ["dataset=digits", "dataset.split=classes", "dataset.train_classes=7"]
+    plain = split_record(build_source(compose_cfg(*base)).load())
+    per_fold = [
+        split_record(
+            build_source(compose_cfg(*base, "dataset.folds=3", f"dataset.fold={i}")).load()
+        )
+        for i in range(3)
+    ]
+    check_folds(plain, per_fold)
+    assert plain["test"]["classes"] == [7, 8, 9]
+
+
+def cub(root: Path) -> CUB200:
+    return CUB200(root, SHAPE, 6, 3, small_transform(), val_fraction=0.34)
+
+
+def cars(root: Path) -> Cars196:
+    return Cars196(root, SHAPE, 6, 3, small_transform(), val_fraction=0.34)
+
+
+def tree_root(make: Callable[[Path], Any]) -> Callable[[Path], Path]:
+    """The generated tree's root folder, the one a source's data_dir names."""
+    return lambda tmp: make(tmp).root
+
+
+# name: (write the data under tmp_path and return its root, the source of it, K)
+SOURCES: dict[str, tuple[Callable[[Path], Path], Callable[[Path], DatasetSource], int]] = {
+    "synthetic": (
+        lambda tmp: tmp,
+        lambda _: GaussianClusters(12, 3, 6, split="classes", train_classes=8),
+        4,
+    ),
+    "imagefolder": (
+        tree_root(make_imagefolder),
+        lambda root: ImageFolder(root, SHAPE, transform=small_transform()),
+        3,
+    ),
+    "cub": (tree_root(make_cub), cub, 3),
+    "cars": (tree_root(make_cars), cars, 2),
+    "sop": (
+        tree_root(make_sop),
+        lambda root: StanfordOnlineProducts(root, SHAPE, 12, small_transform()),
+        3,
+    ),
+    "inshop": (
+        tree_root(make_inshop),
+        lambda root: InShop(root, SHAPE, 10, small_transform()),
+        2,
+    ),
+    "mnist": (
+        lambda tmp: make_mnist_raw(tmp, train=100, test=40).parents[1],
+        lambda root: TorchvisionMNIST(root, [1, 28, 28], split="classes", train_classes=6),
+        3,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_folds_of_every_class_split_source_are_disjoint_and_leave_test_alone(
+    tmp_path: Path, name: str
+) -> None:
+    make_data, make_source, folds = SOURCES[name]
+    root = make_data(tmp_path)
+    check_folds(*records(lambda: make_source(root), folds))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["dataset.folds=3"], "class folds need dataset.split=classes"),
+        (
+            ["dataset.split=classes", "dataset.train_classes=3", "dataset.folds=4"],
+            "dataset.folds=4 needs at least 4 training classes, but the training split has 3",
+        ),
+        (
+            ["dataset.split=classes", "dataset.folds=4", "dataset.fold=4"],
+            "dataset.fold=4 lies outside [0, 4)",
+        ),
+        (["dataset.split=classes", "dataset.folds=4", "dataset.fold=-1"], "outside [0, 4)"),
+        (["dataset.split=classes", "dataset.fold=2"], "dataset.folds is not set"),
+        (["dataset.split=classes", "dataset.folds=1"], "dataset.folds=1 must be an integer"),
+    ],
+)
+def test_bad_fold_settings_get_one_line(
+    compose_cfg: Callable[..., DictConfig], overrides: list[str], message: str
+) -> None:
+    with pytest.raises(DmlError) as info:
+        build_source(compose_cfg("dataset=digits", *overrides)).load()
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_benchmark_with_sample_validation_refuses_folds(tmp_path: Path) -> None:
+    make_cub(tmp_path)
+    source = CUB200(tmp_path / "CUB_200_2011", SHAPE, 6, 3, small_transform(), "samples")
+    with pytest.raises(DmlError, match="class folds need dataset.val_split=classes"):
+        source.use_folds(ClassFolds(2, 0))
