@@ -47,7 +47,8 @@ def check_config(cfg: DictConfig) -> None:
     _integer(cfg, "data.batch_size", 2)
     _integer(cfg, "data.samples_per_class", 1)
     _integer(cfg, "data.eval_batch_size", 1)
-    _integer(cfg, "data.num_workers", 0)
+    if _value(cfg, "data.num_workers") != "auto":
+        _integer(cfg, "data.num_workers", 0)
     _integer(cfg, "trainer.max_epochs", 1)
     _integer(cfg, "backbone.embedding_dim", 1)
     _number(cfg, "optimizer.lr", 0.0, strict=True)

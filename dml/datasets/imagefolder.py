@@ -22,7 +22,6 @@ from dml.datasets.base import SPLITS, DataSplits, split_indices
 from dml.datasets.images import (
     IMAGE_SUFFIXES,
     ImageList,
-    ImageListDataset,
     ImageSource,
     group_numbers,
 )
@@ -106,7 +105,7 @@ class ImageFolder(ImageSource):
         )
         eval_tf = self.transform.eval_transform()
         return DataSplits(
-            train=ImageListDataset(images.subset(train), self.transform.train_transform()),
-            val=ImageListDataset(images.subset(val), eval_tf),
-            test=ImageListDataset(images.subset(test), eval_tf),
+            train=self.dataset(images.subset(train), self.transform.train_transform()),
+            val=self.dataset(images.subset(val), eval_tf),
+            test=self.dataset(images.subset(test), eval_tf),
         )
