@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dml.errors import DmlError
 from dml.semi.data import check_labeled_fraction
+from dml.training.precision import check_precision
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
@@ -64,3 +65,5 @@ def check_config(cfg: DictConfig) -> None:
         value = _value(cfg, key)
         if value is not None and value >= 1:
             raise DmlError(f"{key}={value} must be less than 1")
+    if _value(cfg, "trainer") is not None:
+        check_precision(cfg.trainer)
