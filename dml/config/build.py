@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dml.backbones.acceleration import accelerate
 from dml.datasets.base import DatasetSource
 from dml.errors import DmlError
 from dml.losses.compat import check_compatible
@@ -19,6 +20,7 @@ from dml.metrics.neighbours import check_backend
 from dml.semi import PseudoLabeler, SemiSupervisedDataModule
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.module import EmbeddingModule
+from dml.training.precision import runs_on_gpu
 
 
 def build(node: DictConfig | None, **kwargs: Any) -> Any:
@@ -40,7 +42,7 @@ def build(node: DictConfig | None, **kwargs: Any) -> Any:
 
 def build_module(cfg: DictConfig) -> EmbeddingModule:
     check_backend(cfg.eval.backend, "eval.backend")
-    backbone = build(cfg.backbone)
+    backbone = build_backbone(cfg)
     loss, gather = build_loss(cfg)
     miner = build(cfg.miner)
     memory = build(cfg.get("memory"))
@@ -61,6 +63,25 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
     )
 
 
+# Keys under ``backbone`` that say how any backbone runs, not what it is.
+BACKBONE_KEYS = ("channels_last", "compile")
+
+
+def build_backbone(cfg: DictConfig) -> Any:
+    """The backbone, in channels-last layout and compiled if asked for.
+
+    train.yaml sets BACKBONE_KEYS under ``backbone`` so that ``backbone.compile=true``
+    composes with every backbone option, the user's own included; a stored config from
+    before them reads as false.
+    """
+    node = cfg.backbone.copy()
+    with open_dict(node):
+        options = {key: node.pop(key, False) for key in BACKBONE_KEYS}
+    trainer = cfg.get("trainer")
+    device = "cuda" if trainer is not None and runs_on_gpu(trainer) else "cpu"
+    return accelerate(build(node), device=device, **options)
+
+
 def build_loss(cfg: DictConfig) -> tuple[Any, bool]:
     """The loss, and whether it sees the batches of all DDP processes (``loss.gather``).
 
@@ -73,9 +94,6 @@ def build_loss(cfg: DictConfig) -> tuple[Any, bool]:
     if not isinstance(gather, bool):
         raise DmlError(f"loss.gather={gather!r} must be true or false")
     return build(node), gather
-
-
-# Keys under ``dataset`` that say how the data module serves the data, not where it lives.
 
 
 # Keys under ``dataset`` that say how the data module serves the data, not where it lives.
