@@ -53,8 +53,10 @@ class ImageTransforms:
 
     Training takes a random resized crop and a horizontal flip; evaluation resizes the
     short side to ``resize_size`` and takes the centre ``crop_size`` square, so train and
-    eval inputs have the same size. Images are converted to RGB first, because the
-    benchmarks mix greyscale and CMYK files among RGB ones.
+    eval inputs have the same size. The input is an RGB PIL image: the benchmarks mix
+    greyscale and CMYK files among RGB ones, and the reader
+    (:func:`dml.datasets.images.read_image`) converts every file once as it decodes it,
+    so no step here copies the image again.
     """
 
     def __init__(
@@ -93,7 +95,6 @@ class ImageTransforms:
 
     def train_transform(self) -> Transform:
         steps: list[Any] = [
-            v2.RGB(),
             v2.RandomResizedCrop(self.crop_size, scale=self.crop_scale, antialias=True),
         ]
         if self.horizontal_flip:
@@ -103,7 +104,6 @@ class ImageTransforms:
     def eval_transform(self) -> Transform:
         return v2.Compose(
             [
-                v2.RGB(),
                 v2.Resize(self.resize_size, antialias=True),
                 v2.CenterCrop(self.crop_size),
                 *self._to_tensor(),

@@ -1,8 +1,9 @@
 """torchvision ResNets with an embedding head: the standard DML image backbone.
 
 Pretrained weights are only ever read from disk, never downloaded: from a file named in
-``weights``, or, for a torchvision weight name such as ``IMAGENET1K_V1``, from the torch
-hub cache, where ``torchvision`` itself would have stored the download.
+``weights``, or, for a torchvision weight name such as ``IMAGENET1K_V1`` (``imagenet``
+is that one, the weights the DML literature fine-tunes), from the torch hub cache, where
+``torchvision`` itself would have stored the download.
 """
 
 from __future__ import annotations
@@ -23,15 +24,19 @@ ARCHITECTURES: dict[str, tuple[Callable[..., models.ResNet], type[models.Weights
     "resnet50": (models.resnet50, models.ResNet50_Weights),
 }
 POOLINGS = ("avg", "max", "avgmax")
+# backbone.weights=imagenet: torchvision's original ImageNet weights, which the DML
+# papers (e.g. Roth et al. 2020, through the pretrainedmodels package) start from.
+IMAGENET = "imagenet"
 
 
 def hub_checkpoint(arch: str, name: str) -> tuple[Path, str]:
     """Where torchvision caches the named weights, and the URL they come from."""
     enum = ARCHITECTURES[arch][1]
+    name = "IMAGENET1K_V1" if name == IMAGENET else name
     try:
         entry = enum[name] if name != "DEFAULT" else enum.DEFAULT
     except KeyError:
-        names = [w.name for w in enum] + ["DEFAULT"]
+        names = [IMAGENET] + [w.name for w in enum] + ["DEFAULT"]
         raise DmlError(
             f"backbone.weights={name!r} is neither a file nor a torchvision weight name for "
             f"{arch} ({', '.join(names)}); give a path to a .pth file, a name, or null"
@@ -52,9 +57,11 @@ def load_pretrained(arch: str, weights: str) -> dict[str, Tensor]:
         path, url = hub_checkpoint(arch, weights)
     if not path.is_file():
         source = (
-            f"download {url} on a machine with network and put it there"
+            f"the file {path.name} must be in the folder {path.parent} (the torch hub cache; "
+            f"download {url} on a machine with network and copy it there, or point "
+            "TORCH_HOME at the folder above hub/)"
             if url
-            else (f"put a {arch} state dict there (torchvision's ImageNet weights, for instance)")
+            else f"put a {arch} state dict there (torchvision's ImageNet weights, for instance)"
         )
         raise DmlError(
             f"pretrained {arch} weights not found at {path}: {source}; or set "

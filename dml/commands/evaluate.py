@@ -16,6 +16,7 @@ from dml.reporting.run_files import record_config, resolve_run_dir, write_json
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.ddp_launch import check_ddp_config, start_ddp_processes, stop_ddp_processes
 from dml.training.module import EmbeddingModule
+from dml.training.precision import check_precision
 from dml.training.selection import weights_epoch
 
 
@@ -60,6 +61,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, fl
     record_config(run_dir, config)
     history = EpochHistoryLogger(run_dir / "metrics.csv")
     check_ddp_config(config.trainer)
+    check_precision(config.trainer)
     trainer = build(
         config.trainer,
         logger=[history],

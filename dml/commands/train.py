@@ -44,11 +44,12 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
     ckpt_path = resume_checkpoint(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     pseudo_labeler = build(cfg.get("semi"))
+    # The model first: missing weights or a compile failure show before the data loads.
+    module = build_module(cfg)
     datamodule = build_datamodule(cfg, pseudo_labeler)
     datamodule.setup("fit")
     if is_rank_zero():
         write_json(run_dir / "splits.json", split_record(datamodule.splits))
-    module = build_module(cfg)
     loggers = build_loggers(cfg, run_dir, resuming=ckpt_path is not None)
     exit_code = 1
     processes = None

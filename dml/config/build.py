@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dml.backbones.acceleration import accelerate
 from dml.config.optimization import check_optimization
 from dml.datasets.base import DatasetSource
 from dml.datasets.folds import class_folds
@@ -21,6 +22,7 @@ from dml.metrics.neighbours import check_backend
 from dml.semi import PseudoLabeler, SemiSupervisedDataModule
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.module import EmbeddingModule
+from dml.training.precision import runs_on_gpu
 
 
 def build(node: DictConfig | None, **kwargs: Any) -> Any:
@@ -42,7 +44,7 @@ def build(node: DictConfig | None, **kwargs: Any) -> Any:
 
 def build_module(cfg: DictConfig) -> EmbeddingModule:
     check_backend(cfg.eval.backend, "eval.backend")
-    backbone = build(cfg.backbone)
+    backbone = build_backbone(cfg)
     loss, gather = build_loss(cfg)
     miner = build(cfg.miner)
     memory = build(cfg.get("memory"))
@@ -63,6 +65,25 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
         run_config=OmegaConf.to_container(cfg, resolve=True),
         gather=gather,
     )
+
+
+# Keys under ``backbone`` that say how any backbone runs, not what it is.
+BACKBONE_KEYS = ("channels_last", "compile")
+
+
+def build_backbone(cfg: DictConfig) -> Any:
+    """The backbone, in channels-last layout and compiled if asked for.
+
+    train.yaml sets BACKBONE_KEYS under ``backbone`` so that ``backbone.compile=true``
+    composes with every backbone option, the user's own included; a stored config from
+    before them reads as false.
+    """
+    node = cfg.backbone.copy()
+    with open_dict(node):
+        options = {key: node.pop(key, False) for key in BACKBONE_KEYS}
+    trainer = cfg.get("trainer")
+    device = "cuda" if trainer is not None and runs_on_gpu(trainer) else "cpu"
+    return accelerate(build(node), device=device, **options)
 
 
 def build_loss(cfg: DictConfig) -> tuple[Any, bool]:

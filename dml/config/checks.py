@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from dml.config.resolution import check_resolvable
 from dml.errors import DmlError
 from dml.semi.data import check_labeled_fraction
+from dml.training.precision import check_precision
 from dml.training.selection import LIGHTNING_MODE, TEST_CHECKPOINTS
 
 
@@ -83,7 +84,8 @@ def check_config(cfg: DictConfig) -> None:
     _integer(cfg, "data.batch_size", 2)
     _integer(cfg, "data.samples_per_class", 1)
     _integer(cfg, "data.eval_batch_size", 1)
-    _integer(cfg, "data.num_workers", 0)
+    if _value(cfg, "data.num_workers") != "auto":
+        _integer(cfg, "data.num_workers", 0)
     _integer(cfg, "trainer.max_epochs", 1)
     _integer(cfg, "backbone.embedding_dim", 1)
     _number(cfg, "optimizer.lr", 0.0, strict=True)
@@ -99,3 +101,5 @@ def check_config(cfg: DictConfig) -> None:
         value = _value(cfg, key)
         if value is not None and value >= 1:
             raise DmlError(f"{key}={value} must be less than 1")
+    if _value(cfg, "trainer") is not None:
+        check_precision(cfg.trainer)

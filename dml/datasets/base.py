@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -130,7 +130,14 @@ class DataSplits:
 
 
 class DatasetSource(ABC):
-    """Knows where a dataset lives and how it is split."""
+    """Knows where a dataset lives and how it is split.
+
+    ``reads_files`` says whether its items are files read and decoded on access (image
+    benchmarks) rather than rows already in memory: ``data.num_workers=auto`` starts
+    worker processes only for the former (:mod:`dml.training.workers`).
+    """
+
+    reads_files: ClassVar[bool] = False
 
     #: Class-disjoint folds of the training classes (``dataset.folds``/``dataset.fold``),
     #: set through :meth:`use_folds`; None: the source's own validation hold-out.

@@ -23,7 +23,6 @@ from dml.datasets.folds import split_folds_problem
 from dml.datasets.images import (
     IMAGE_SUFFIXES,
     ImageList,
-    ImageListDataset,
     ImageSource,
     group_numbers,
 )
@@ -111,7 +110,7 @@ class ImageFolder(ImageSource):
         )
         eval_tf = self.transform.eval_transform()
         return DataSplits(
-            train=ImageListDataset(images.subset(train), self.transform.train_transform()),
-            val=ImageListDataset(images.subset(val), eval_tf),
-            test=ImageListDataset(images.subset(test), eval_tf),
+            train=self.dataset(images.subset(train), self.transform.train_transform()),
+            val=self.dataset(images.subset(val), eval_tf),
+            test=self.dataset(images.subset(test), eval_tf),
         )

@@ -88,19 +88,64 @@ def group_numbers(keys: Sequence[str]) -> np.ndarray:
 
 
 class ImageListDataset(LabeledDataset):
-    """Decodes each image on access, so only the paths sit in memory (and in each worker)."""
+    """Decodes each image on access, so only the paths sit in memory (and in each worker).
 
-    def __init__(self, images: ImageList, transform: Transform | None = None) -> None:
+    Damage the load-time check could not see surfaces here, in whichever process reads
+    the file (a DataLoader worker, usually). Without ``skip_corrupt`` it stops the run
+    with the file's path. With it, the item is replaced by the next readable image of the
+    same class, so a P×K batch keeps its composition, and one warning names the file.
+    """
+
+    def __init__(
+        self, images: ImageList, transform: Transform | None = None, skip_corrupt: bool = False
+    ) -> None:
         self.paths = [str(p) for p in images.paths]
         self.labels = torch.as_tensor(images.labels, dtype=torch.long)
         if images.groups is not None:
             self.groups = torch.as_tensor(images.groups, dtype=torch.long)
         self.transform = transform
+        self.skip_corrupt = skip_corrupt
+        # Items this process found unreadable: warned about once, then replaced silently.
+        self.unreadable: set[int] = set()
 
     def __getitem__(self, index: int) -> tuple[Tensor | Image.Image, Tensor]:
-        image = read_image(self.paths[index])
+        image = self.read(index)
         out = self.transform(image) if self.transform is not None else image
         return out, self.labels[index]
+
+    def read(self, index: int) -> Image.Image:
+        if index not in self.unreadable:
+            try:
+                return read_image(self.paths[index])
+            except DmlError:
+                if not self.skip_corrupt:
+                    raise
+                self.unreadable.add(index)
+                log.warning(
+                    "skipped unreadable image %s (dataset.skip_corrupt=true); a readable image "
+                    "of its class is used in its place",
+                    self.paths[index],
+                )
+        return self.replacement(index)
+
+    def replacement(self, index: int) -> Image.Image:
+        """The first readable image of the same class after ``index`` (wrapping around)."""
+        same = torch.nonzero(self.labels == self.labels[index]).flatten().tolist()
+        start = same.index(index)
+        for other in same[start + 1 :] + same[:start]:
+            if other in self.unreadable:
+                continue
+            try:
+                return read_image(self.paths[other])
+            except DmlError:
+                self.unreadable.add(other)
+                log.warning(
+                    "skipped unreadable image %s (dataset.skip_corrupt=true)", self.paths[other]
+                )
+        raise DmlError(
+            f"every image of class {int(self.labels[index])} is unreadable (e.g. "
+            f"{self.paths[index]}); replace the files or remove the class from the annotations"
+        )
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -111,7 +156,7 @@ def read_image(path: str | Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise DmlError(
             f"cannot decode image {path}: {exc}; it passed the load-time check, so it is "
-            "damaged inside: replace or delete it"
+            "damaged inside: replace or delete it, or set dataset.skip_corrupt=true"
         ) from exc
 
 
@@ -152,6 +197,7 @@ class ImageSource(DatasetSource):
 
     #: The on-disk layout, in one line, for error messages.
     layout: ClassVar[str]
+    reads_files = True
 
     def __init__(
         self,
@@ -228,8 +274,8 @@ class ImageSource(DatasetSource):
         eval_tf = self.transform.eval_transform()
         query = gallery = None
         if "query" in partitions:
-            query = ImageListDataset(partitions["query"], eval_tf)
-            gallery = ImageListDataset(partitions["gallery"], eval_tf)
+            query = self.dataset(partitions["query"], eval_tf)
+            gallery = self.dataset(partitions["gallery"], eval_tf)
             test = ImageList.concat([partitions["query"], partitions["gallery"]])
         else:
             test = partitions["test"]
@@ -241,12 +287,16 @@ class ImageSource(DatasetSource):
             len(test),
         )
         return DataSplits(
-            train=ImageListDataset(train.subset(train_idx), train_tf),
-            val=ImageListDataset(train.subset(val_idx), eval_tf),
-            test=ImageListDataset(test, eval_tf),
+            train=self.dataset(train.subset(train_idx), train_tf),
+            val=self.dataset(train.subset(val_idx), eval_tf),
+            test=self.dataset(test, eval_tf),
             query=query,
             gallery=gallery,
         )
+
+    def dataset(self, images: ImageList, transform: Transform) -> ImageListDataset:
+        """A split that decodes on access, under this source's ``skip_corrupt`` rule."""
+        return ImageListDataset(images, transform, self.skip_corrupt)
 
     def checked(self, images: ImageList, partition: str) -> ImageList:
         """``images`` less the unreadable ones when skipping them; otherwise fail on the first."""

@@ -15,6 +15,7 @@ from dml.datasets.base import DatasetSource, DataSplits, LabeledDataset
 from dml.errors import DmlError
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.samplers import ClassBalancedBatchSampler
+from dml.training.workers import AUTO
 
 if TYPE_CHECKING:
     from dml.semi.pseudo_label import PseudoLabeler
@@ -206,6 +207,9 @@ class SemiSupervisedDataModule(EmbeddingDataModule):
         pseudo_labeler: PseudoLabeler | None = None,
         **data: Any,
     ) -> None:
+        if pseudo_labeler is not None and data.get("persistent_workers", AUTO) == AUTO:
+            # Pseudo-labels change between epochs: workers must restart to see them.
+            data["persistent_workers"] = False
         super().__init__(source, **data)
         check_labeled_fraction(labeled_fraction)
         if pseudo_labeler is not None and labeled_fraction == 1:

@@ -12,6 +12,7 @@ from dml.datasets.base import DatasetSource, DataSplits, GroupedDataset, Labeled
 from dml.datasets.pairs import PairDataset, PairSampler
 from dml.errors import DmlError
 from dml.training.samplers import ClassBalancedBatchSampler, ShardedSampler
+from dml.training.workers import AUTO, resolve_num_workers, resolve_persistent_workers
 
 T = TypeVar("T")
 
@@ -29,9 +30,9 @@ class EmbeddingDataModule(pl.LightningDataModule):
         batch_size: int = 128,
         samples_per_class: int = 16,
         eval_batch_size: int = 512,
-        num_workers: int = 0,
+        num_workers: int | str = AUTO,
         pin_memory: bool = False,
-        persistent_workers: bool = False,
+        persistent_workers: bool | str = AUTO,
         seed: int = 0,
         eval_groups: bool = False,
         pairs: bool = False,
@@ -44,10 +45,11 @@ class EmbeddingDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.samples_per_class = samples_per_class
         self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
+        # auto: workers for file-backed data only (see dml.training.workers).
+        self.num_workers = resolve_num_workers(num_workers, source)
         # Pinned memory only helps copies to a GPU.
         self.pin_memory = pin_memory and torch.cuda.is_available()
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = resolve_persistent_workers(persistent_workers, self.num_workers)
         self.seed = seed
         # Evaluation batches carry group ids (eval.exclude_same_group).
         self.eval_groups = eval_groups

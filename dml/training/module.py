@@ -30,6 +30,7 @@ from dml.training.distributed import (
 )
 from dml.training.health import CollapseDetector
 from dml.training.memory import CrossBatchMemory
+from dml.training.precision import in_float32
 from dml.training.resume import restore_rng_state, rng_state
 from dml.training.selection import weights_epoch
 from dml.tuples import Mined, siamese_pairs
@@ -95,7 +96,9 @@ class EmbeddingModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.embed(self.backbone(x))
 
+    @in_float32
     def embed(self, raw: Tensor) -> Tensor:
+        """Float32 whatever precision the backbone ran in (:mod:`dml.training.precision`)."""
         return F.normalize(raw, dim=1) if self.normalize else raw
 
     def completed_epochs(self) -> int:
@@ -105,6 +108,7 @@ class EmbeddingModule(pl.LightningModule):
         )
         return epoch + 1 if fitting_now else epoch
 
+    @in_float32
     def compute_loss(
         self, embeddings: Tensor, labels: Tensor, mined: Mined | None = None
     ) -> tuple[Tensor, int, int]:
@@ -266,6 +270,7 @@ class EmbeddingModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test", clustering=True)
 
+    @in_float32
     def _log_evaluation(self, prefix: str, clustering: bool) -> None:
         parts = []
         for loader in sorted({i for *_, i in self._eval_batches}):

@@ -159,3 +159,46 @@ def test_bad_settings_fail_clearly(kwargs: dict, message: str) -> None:
     options = {"arch": "resnet18", "input_shape": SHAPE, "weights": None, **kwargs}
     with pytest.raises(DmlError, match=message):
         ResNet(**options)
+
+
+def test_imagenet_names_torchvisions_original_weights_in_the_hub_cache(
+    resnet18_file: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, state = resnet18_file
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(path.read_bytes())
+    model = ResNet("resnet18", SHAPE, weights="imagenet")
+    assert torch.equal(model.trunk[0].weight, state["conv1.weight"])
+
+
+def test_missing_imagenet_weights_name_the_file_and_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(DmlError) as info:
+        ResNet("resnet50", SHAPE, weights="imagenet")
+    message = str(info.value)
+    folder = tmp_path / "hub" / "checkpoints"
+    assert f"the file resnet50-0676ba61.pth must be in the folder {folder}" in message
+    assert "\n" not in message
+
+
+def test_dml_train_fails_on_missing_weights_before_reading_any_data(
+    compose_cfg,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    from dml.commands.train import train
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cfg = compose_cfg(
+        "dataset=cub200",
+        f"dataset.data_dir={tmp_path / 'not_there'}",
+        "backbone=resnet50",
+        "backbone.weights=imagenet",
+        "logger=none",
+    )
+    with pytest.raises(DmlError, match="the file resnet50-0676ba61.pth must be in the folder"):
+        train(cfg, tmp_path / "run")

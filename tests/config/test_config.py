@@ -9,7 +9,14 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
 
-from dml.config.build import build, build_datamodule, build_loss, build_module, build_source
+from dml.config.build import (
+    build,
+    build_backbone,
+    build_datamodule,
+    build_loss,
+    build_module,
+    build_source,
+)
 from dml.errors import DmlError
 from dml.training.trainer import check_accelerator
 from tests.conftest import group_options
@@ -70,6 +77,8 @@ def test_every_option_instantiates(
         built = build_source(cfg)
     elif group == "loss":
         built, _ = build_loss(cfg)
+    elif group == "backbone":
+        built = build_backbone(cfg)
     else:
         built = build(node)
     if "_target_" in node:

@@ -25,7 +25,7 @@ def test_class_split_trains_on_the_first_folders(folder_tree: Tree) -> None:
     assert train == set(splits.val.labels.tolist()) == {0, 1, 2, 3}
     assert set(splits.test.labels.tolist()) == {4, 5}
     assert len(splits.train) + len(splits.val) + len(splits.test) == len(folder_tree.images) == 30
-    assert all("class_4" in p or "class_5" in p for p in splits.test.paths)
+    assert all("class_004" in p or "class_005" in p for p in splits.test.paths)
 
 
 def test_sample_split_is_stratified_and_disjoint(folder_tree: Tree) -> None:

@@ -101,7 +101,7 @@ def test_cli_trains_with_a_tenth_of_the_labels_and_pseudo_labels(tmp_path: Path)
         (["dataset.labeled_fraction=1.5"], "dataset.labeled_fraction=1.5 must lie in (0, 1]"),
         (["dataset.labeled_fraction=0"], "dataset.labeled_fraction=0 must lie in (0, 1]"),
         (
-            ["dataset=iris", "dataset.labeled_fraction=0.01"],
+            ["dataset=iris", "backbone=mlp", "dataset.labeled_fraction=0.01"],
             "raise dataset.labeled_fraction to at least",
         ),
         (
@@ -122,7 +122,9 @@ def test_bad_labeled_fraction_fails_at_start_with_one_line(
 
 
 def test_cli_prints_a_bad_labeled_fraction_as_one_line(tmp_path: Path) -> None:
-    result = dml("train", "dataset=iris", "dataset.labeled_fraction=0.01", cwd=tmp_path)
+    result = dml(
+        "train", "dataset=iris", "backbone=mlp", "dataset.labeled_fraction=0.01", cwd=tmp_path
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
