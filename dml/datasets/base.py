@@ -18,6 +18,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dml.datasets.checks import check_arrays
+from dml.datasets.held_out import (
+    HELD_OUT_MIN,
+    TRAINED_MIN,
+    report_kept_whole,
+    require_matches,
+    take_per_class,
+)
 from dml.errors import DmlError
 
 if TYPE_CHECKING:
@@ -136,7 +143,9 @@ class ArraySource(DatasetSource):
     ``split="samples"`` holds out a stratified fraction of every class (the same classes in
     every split). ``split="classes"`` is the DML protocol: the first ``train_classes`` classes
     (in sorted order) train, with a stratified ``val_fraction`` of them held out for
-    validation, and the remaining classes form the test set, never seen in training.
+    validation, and the remaining classes form the test set, never seen in training. A class
+    too small to give each held-out split two items stays whole in training
+    (:mod:`dml.datasets.held_out`).
 
     ``transform`` (e.g. :class:`dml.transforms.SmallImageTransforms`) augments the training
     split item by item and normalises every split; without it items are returned as stored.
@@ -229,10 +238,14 @@ def split_indices(
     """
     classes = np.unique(labels)
     if split == "samples":
-        held = stratified_take(labels, val_fraction + test_fraction, rng)
+        held, too_small = take_per_class(
+            labels, val_fraction + test_fraction, rng, held_min=2 * HELD_OUT_MIN
+        )
+        needed = 2 * HELD_OUT_MIN + TRAINED_MIN
+        report_kept_whole(labels, too_small, needed, "dataset.split=samples", "val and test")
         rest = np.setdiff1d(np.arange(len(labels)), held)
         share = val_fraction / (val_fraction + test_fraction)
-        val = held[stratified_take(labels[held], share, rng)]
+        val = held[take_per_class(labels[held], share, rng, trained_min=HELD_OUT_MIN)[0]]
         test = np.setdiff1d(held, val)
         return rng.permutation(rest), val, test
     n_train = train_classes if train_classes is not None else len(classes) // 2
@@ -243,9 +256,19 @@ def split_indices(
         )
     seen = np.isin(labels, classes[:n_train])
     seen_idx = np.flatnonzero(seen)
-    val = seen_idx[stratified_take(labels[seen_idx], val_fraction, rng)]
+    taken, too_small = take_per_class(labels[seen_idx], val_fraction, rng)
+    report_kept_whole(
+        labels[seen_idx], too_small, HELD_OUT_MIN + TRAINED_MIN, "dataset.split=classes", "val"
+    )
+    val = seen_idx[taken]
     train = np.setdiff1d(seen_idx, val)
-    return rng.permutation(train), val, np.flatnonzero(~seen)
+    test = np.flatnonzero(~seen)
+    require_matches(
+        labels[test],
+        "test",
+        f"the test classes (all but the first dataset.train_classes={n_train}) need more items",
+    )
+    return rng.permutation(train), val, test
 
 
 VAL_SPLITS = ("classes", "samples")
@@ -276,11 +299,12 @@ def hold_out_val(
         held = rng.choice(classes, size=count, replace=False)
         is_val = np.isin(labels, held)
     else:
-        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-        multi = np.flatnonzero(counts[inverse] > 1)
+        taken, too_small = take_per_class(labels, val_fraction, rng)
+        report_kept_whole(
+            labels, too_small, HELD_OUT_MIN + TRAINED_MIN, "dataset.val_split=samples", "val"
+        )
         is_val = np.zeros(len(labels), dtype=bool)
-        if len(multi):
-            is_val[multi[stratified_take(labels[multi], val_fraction, rng)]] = True
+        is_val[taken] = True
     return rng.permutation(np.flatnonzero(~is_val)), np.flatnonzero(is_val)
 
 
