@@ -41,10 +41,16 @@ class LabeledDataset(Dataset):
     rather than independent views of their class. ``eval.exclude_same_group=true``
     evaluates with a query's own group removed from its neighbours (the
     re-identification protocol). ``None`` means the data defines no groups.
+
+    ``class_names[label]`` names a class (an image folder, a text label in a feature file)
+    and ``paths[i]`` is item i's file, where the data has them, so that plots and
+    ``dml embed`` can show what a label or an index stands for.
     """
 
     labels: Tensor
     groups: Tensor | None = None
+    class_names: list[str] | None = None
+    paths: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
