@@ -196,9 +196,14 @@ def class_ids(values: np.ndarray, table: FeatureTable) -> tuple[np.ndarray, list
         bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
         if len(bad):
             row = int(bad[0])
+            problem = (
+                "the label is empty"
+                if np.isnan(values[row])
+                else f"label {values[row].item()!r} is not an integer"
+            )
             raise DmlError(
-                f"{table.path}: {field}, {table.row(row)}: label {values[row]!r} is not an "
-                "integer; give every row a whole-number label or a class name"
+                f"{table.path}: {field}, {table.row(row)}: {problem}; give every row a "
+                "whole-number label or a class name"
             )
         return values.astype(np.int64), None
     if values.dtype.kind == "b":
@@ -214,7 +219,10 @@ def class_ids(values: np.ndarray, table: FeatureTable) -> tuple[np.ndarray, list
 
 
 def group_ids(values: np.ndarray, table: FeatureTable) -> np.ndarray:
-    """Equal group values, equal ids; any value type, but no empty one."""
+    """Integer groups as they are; other values get ids, equal values equal ids. No value
+    may be empty."""
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
     as_text = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
     if None in as_text:
         raise DmlError(

@@ -205,7 +205,7 @@ class FeatureFile(DatasetSource):
         if len(single) == 0:
             return
         row = int(first[single[0]])
-        label = table.labels[row]
+        label = int(table.labels[row])
         name = table.class_names[label] if table.class_names is not None else label
         raise DmlError(
             f"{table.path}: {table.field(LABEL)}, {table.row(row)}: class {name!r} has only "
