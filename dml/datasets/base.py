@@ -297,6 +297,10 @@ def hold_out_val(
     if val_split == "classes":
         classes = np.unique(labels)
         count = max(1, round(val_fraction * len(classes)))
+        if count == 1 and len(classes) >= 4:
+            # A validation set of one class retrieves nothing else: every metric would be
+            # 1 and no negative distance defined. Two, where two still remain to train on.
+            count = 2
         if count >= len(classes):
             raise DmlError(
                 f"dataset.val_fraction={val_fraction} of {len(classes)} training classes leaves "
@@ -304,6 +308,9 @@ def hold_out_val(
             )
         held = rng.choice(classes, size=count, replace=False)
         is_val = np.isin(labels, held)
+        require_matches(
+            labels[is_val], "val", "raise dataset.val_fraction or set dataset.val_split=samples"
+        )
     else:
         taken, too_small = take_per_class(labels, val_fraction, rng)
         report_kept_whole(
