@@ -70,6 +70,7 @@ class ImageFolder(ImageSource):
         self.split_by = split
         self.test_fraction = test_fraction
         self.train_classes = train_classes
+        self.class_names: list[str] | None = None
 
     def read(self, root: Path) -> dict[str, ImageList]:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -87,6 +88,8 @@ class ImageFolder(ImageSource):
                 raise DmlError(f"class folder {folder} has no images; expected {self.layout}")
             paths += files
             labels += [label] * len(files)
+        # Label i is the i-th folder; the names label plots and `dml embed`'s output.
+        self.class_names = [folder.name for folder in folders]
         nested = [p.parent.parent != root for p in paths]
         if not any(nested):
             return {"all": ImageList(paths, labels)}
@@ -105,8 +108,11 @@ class ImageFolder(ImageSource):
             rng,
         )
         eval_tf = self.transform.eval_transform()
-        return DataSplits(
-            train=ImageListDataset(images.subset(train), self.transform.train_transform()),
-            val=ImageListDataset(images.subset(val), eval_tf),
-            test=ImageListDataset(images.subset(test), eval_tf),
-        )
+        parts = [
+            ImageListDataset(images.subset(train), self.transform.train_transform()),
+            ImageListDataset(images.subset(val), eval_tf),
+            ImageListDataset(images.subset(test), eval_tf),
+        ]
+        for part in parts:
+            part.class_names = self.class_names
+        return DataSplits(*parts)
