@@ -29,8 +29,9 @@ def without_augmentation(dataset: LabeledDataset, splits: DataSplits) -> Labeled
 
 
 def embed(cfg: DictConfig) -> Path:
-    """Write ``embeddings``, ``labels`` and ``ids`` (indices into the split) of a split,
-    and ``groups`` where the data defines them."""
+    """Write ``embeddings``, ``labels`` and ``ids`` (indices into the split) of a split;
+    where the data has them, ``groups``, ``paths`` (each item's file) and ``class_names``
+    (``class_names[label]``: an image folder's name, a feature file's text label)."""
     import numpy as np
 
     config, module, datamodule = load_trained(cfg)
@@ -55,6 +56,12 @@ def embed(cfg: DictConfig) -> Path:
         labels=dataset.labels.numpy(),
         ids=np.arange(len(dataset)),
         **({"groups": dataset.groups.numpy()} if dataset.groups is not None else {}),
+        **({"paths": np.asarray(dataset.paths, dtype=str)} if dataset.paths else {}),
+        **(
+            {"class_names": np.asarray(dataset.class_names, dtype=str)}
+            if dataset.class_names
+            else {}
+        ),
     )
     log.info("wrote %d %s embeddings to %s", len(dataset), cfg.split, out)
     return out

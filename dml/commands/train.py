@@ -84,7 +84,8 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
                 history, cfg.optimized_metric, int(final[TESTED_EPOCH])
             )
             write_json(run_dir / "metrics.json", final)
-            log_plots(loggers, write_run_plots(run_dir, **module.snapshots))
+            names = datamodule.splits.test.class_names
+            log_plots(loggers, write_run_plots(run_dir, **module.snapshots, class_names=names))
         exit_code = 0
     except SystemExit:
         if not interrupt.interrupted:

@@ -19,6 +19,13 @@ from torch.utils.data import Dataset
 
 from dml.datasets.checks import check_arrays
 from dml.datasets.folds import ClassFolds, split_folds_problem
+from dml.datasets.held_out import (
+    HELD_OUT_MIN,
+    TRAINED_MIN,
+    report_kept_whole,
+    require_matches,
+    take_per_class,
+)
 from dml.errors import DmlError
 
 if TYPE_CHECKING:
@@ -35,10 +42,16 @@ class LabeledDataset(Dataset):
     rather than independent views of their class. ``eval.exclude_same_group=true``
     evaluates with a query's own group removed from its neighbours (the
     re-identification protocol). ``None`` means the data defines no groups.
+
+    ``class_names[label]`` names a class (an image folder, a text label in a feature file)
+    and ``paths[i]`` is item i's file, where the data has them, so that plots and
+    ``dml embed`` can show what a label or an index stands for.
     """
 
     labels: Tensor
     groups: Tensor | None = None
+    class_names: list[str] | None = None
+    paths: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -168,7 +181,9 @@ class ArraySource(DatasetSource):
     ``split="samples"`` holds out a stratified fraction of every class (the same classes in
     every split). ``split="classes"`` is the DML protocol: the first ``train_classes`` classes
     (in sorted order) train, with a stratified ``val_fraction`` of them held out for
-    validation, and the remaining classes form the test set, never seen in training.
+    validation, and the remaining classes form the test set, never seen in training. A class
+    too small to give each held-out split two items stays whole in training
+    (:mod:`dml.datasets.held_out`).
 
     ``transform`` (e.g. :class:`dml.transforms.SmallImageTransforms`) augments the training
     split item by item and normalises every split; without it items are returned as stored.
@@ -268,10 +283,14 @@ def split_indices(
     """
     classes = np.unique(labels)
     if split == "samples":
-        held = stratified_take(labels, val_fraction + test_fraction, rng)
+        held, too_small = take_per_class(
+            labels, val_fraction + test_fraction, rng, held_min=2 * HELD_OUT_MIN
+        )
+        needed = 2 * HELD_OUT_MIN + TRAINED_MIN
+        report_kept_whole(labels, too_small, needed, "dataset.split=samples", "val and test")
         rest = np.setdiff1d(np.arange(len(labels)), held)
         share = val_fraction / (val_fraction + test_fraction)
-        val = held[stratified_take(labels[held], share, rng)]
+        val = held[take_per_class(labels[held], share, rng, trained_min=HELD_OUT_MIN)[0]]
         test = np.setdiff1d(held, val)
         return rng.permutation(rest), val, test
     n_train = train_classes if train_classes is not None else len(classes) // 2
@@ -285,9 +304,19 @@ def split_indices(
     if folds is not None:
         train, val = folds.split(labels[seen_idx], rng)
         return seen_idx[train], seen_idx[val], np.flatnonzero(~seen)
-    val = seen_idx[stratified_take(labels[seen_idx], val_fraction, rng)]
+    taken, too_small = take_per_class(labels[seen_idx], val_fraction, rng)
+    report_kept_whole(
+        labels[seen_idx], too_small, HELD_OUT_MIN + TRAINED_MIN, "dataset.split=classes", "val"
+    )
+    val = seen_idx[taken]
     train = np.setdiff1d(seen_idx, val)
-    return rng.permutation(train), val, np.flatnonzero(~seen)
+    test = np.flatnonzero(~seen)
+    require_matches(
+        labels[test],
+        "test",
+        f"the test classes (all but the first dataset.train_classes={n_train}) need more items",
+    )
+    return rng.permutation(train), val, test
 
 
 VAL_SPLITS = ("classes", "samples")
@@ -317,6 +346,10 @@ def hold_out_val(
     if val_split == "classes":
         classes = np.unique(labels)
         count = max(1, round(val_fraction * len(classes)))
+        if count == 1 and len(classes) >= 4:
+            # A validation set of one class retrieves nothing else: every metric would be
+            # 1 and no negative distance defined. Two, where two still remain to train on.
+            count = 2
         if count >= len(classes):
             raise DmlError(
                 f"dataset.val_fraction={val_fraction} of {len(classes)} training classes leaves "
@@ -324,12 +357,16 @@ def hold_out_val(
             )
         held = rng.choice(classes, size=count, replace=False)
         is_val = np.isin(labels, held)
+        require_matches(
+            labels[is_val], "val", "raise dataset.val_fraction or set dataset.val_split=samples"
+        )
     else:
-        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-        multi = np.flatnonzero(counts[inverse] > 1)
+        taken, too_small = take_per_class(labels, val_fraction, rng)
+        report_kept_whole(
+            labels, too_small, HELD_OUT_MIN + TRAINED_MIN, "dataset.val_split=samples", "val"
+        )
         is_val = np.zeros(len(labels), dtype=bool)
-        if len(multi):
-            is_val[multi[stratified_take(labels[multi], val_fraction, rng)]] = True
+        is_val[taken] = True
     return rng.permutation(np.flatnonzero(~is_val)), np.flatnonzero(is_val)
 
 

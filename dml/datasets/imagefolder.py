@@ -70,6 +70,7 @@ class ImageFolder(ImageSource):
         self.split_by = split
         self.test_fraction = test_fraction
         self.train_classes = train_classes
+        self.class_names: list[str] | None = None
 
     def folds_problem(self) -> str | None:
         return split_folds_problem(self.split_by)
@@ -90,6 +91,8 @@ class ImageFolder(ImageSource):
                 raise DmlError(f"class folder {folder} has no images; expected {self.layout}")
             paths += files
             labels += [label] * len(files)
+        # Label i is the i-th folder; the names label plots and `dml embed`'s output.
+        self.class_names = [folder.name for folder in folders]
         nested = [p.parent.parent != root for p in paths]
         if not any(nested):
             return {"all": ImageList(paths, labels)}
@@ -109,8 +112,11 @@ class ImageFolder(ImageSource):
             self.class_folds,
         )
         eval_tf = self.transform.eval_transform()
-        return DataSplits(
-            train=self.dataset(images.subset(train), self.transform.train_transform()),
-            val=self.dataset(images.subset(val), eval_tf),
-            test=self.dataset(images.subset(test), eval_tf),
-        )
+        parts = [
+            self.dataset(images.subset(train), self.transform.train_transform()),
+            self.dataset(images.subset(val), eval_tf),
+            self.dataset(images.subset(test), eval_tf),
+        ]
+        for part in parts:
+            part.class_names = self.class_names
+        return DataSplits(*parts)

@@ -30,6 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from dml.datasets.base import DatasetSource, DataSplits, LabeledDataset, hold_out_val
+from dml.datasets.crop_boxes import boxes_or_whole, crop
 from dml.datasets.folds import split_folds_problem
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms, Transform
@@ -49,11 +50,14 @@ _CHECK_THREADS = 8
 @dataclass
 class ImageList:
     """Image files and their class ids, in annotation order; group ids where the
-    benchmark has them (see :class:`dml.datasets.base.LabeledDataset`)."""
+    benchmark has them (see :class:`dml.datasets.base.LabeledDataset`), and crop boxes
+    where the annotation gives them: one ``(left, top, right, bottom)`` row in pixels per
+    image, NaN for an image used whole."""
 
     paths: list[Path]
     labels: np.ndarray
     groups: np.ndarray | None = None
+    boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -63,6 +67,10 @@ class ImageList:
             self.groups = np.asarray(self.groups, dtype=np.int64)
             if len(self.groups) != len(self.labels):
                 raise DmlError(f"{len(self.groups)} group ids but {len(self.labels)} labels")
+        if self.boxes is not None:
+            self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+            if len(self.boxes) != len(self.labels):
+                raise DmlError(f"{len(self.boxes)} crop boxes but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -70,15 +78,19 @@ class ImageList:
     def subset(self, index: np.ndarray | Sequence[int]) -> ImageList:
         index = np.asarray(index, int)
         groups = self.groups[index] if self.groups is not None else None
-        return ImageList([self.paths[i] for i in index], self.labels[index], groups)
+        boxes = self.boxes[index] if self.boxes is not None else None
+        return ImageList([self.paths[i] for i in index], self.labels[index], groups, boxes)
 
     @staticmethod
     def concat(lists: Sequence[ImageList]) -> ImageList:
         grouped = all(lst.groups is not None for lst in lists)
+        boxed = any(lst.boxes is not None for lst in lists)
+        boxes = [boxes_or_whole(lst.boxes, len(lst)) for lst in lists]
         return ImageList(
             [p for lst in lists for p in lst.paths],
             np.concatenate([lst.labels for lst in lists]),
             np.concatenate([lst.groups for lst in lists]) if grouped else None,
+            np.concatenate(boxes) if boxed else None,
         )
 
 
@@ -103,6 +115,7 @@ class ImageListDataset(LabeledDataset):
         self.labels = torch.as_tensor(images.labels, dtype=torch.long)
         if images.groups is not None:
             self.groups = torch.as_tensor(images.groups, dtype=torch.long)
+        self.boxes = images.boxes
         self.transform = transform
         self.skip_corrupt = skip_corrupt
         # Items this process found unreadable: warned about once, then replaced silently.
@@ -113,10 +126,17 @@ class ImageListDataset(LabeledDataset):
         out = self.transform(image) if self.transform is not None else image
         return out, self.labels[index]
 
+    def decode(self, index: int) -> Image.Image:
+        """The item's image, cut to its crop box where the data gives one."""
+        image = read_image(self.paths[index])
+        if self.boxes is not None and np.isfinite(self.boxes[index]).all():
+            image = crop(image, self.boxes[index], self.paths[index])
+        return image
+
     def read(self, index: int) -> Image.Image:
         if index not in self.unreadable:
             try:
-                return read_image(self.paths[index])
+                return self.decode(index)
             except DmlError:
                 if not self.skip_corrupt:
                     raise
@@ -136,7 +156,7 @@ class ImageListDataset(LabeledDataset):
             if other in self.unreadable:
                 continue
             try:
-                return read_image(self.paths[other])
+                return self.decode(other)
             except DmlError:
                 self.unreadable.add(other)
                 log.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -44,9 +45,15 @@ def project_2d(
 
 
 def projection_figure(
-    snapshot: EmbeddingSnapshot, method: ProjectionMethod = "auto", max_points: int = 5000
+    snapshot: EmbeddingSnapshot,
+    method: ProjectionMethod = "auto",
+    max_points: int = 5000,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
-    """Test embeddings in 2-D, one colour per class: separated clusters mean a usable metric."""
+    """Test embeddings in 2-D, one colour per class: separated clusters mean a usable metric.
+
+    The legend names each class by ``class_names[label]`` where the data has names (image
+    folders, text labels), so a user reads "tabby", not "3"."""
     emb, labels = np.asarray(snapshot.embeddings), np.asarray(snapshot.labels)
     if len(emb) > max_points:
         keep = np.random.default_rng(0).choice(len(emb), size=max_points, replace=False)
@@ -63,7 +70,7 @@ def projection_figure(
             s=8,
             alpha=0.8,
             color=color,
-            label=str(cls),
+            label=class_name(int(cls), class_names),
             linewidths=0,
         )
     ax.set_xlabel(f"{name} 1")
@@ -78,3 +85,10 @@ def projection_figure(
             frameon=False,
         )
     return figure
+
+
+def class_name(label: int, class_names: Sequence[str] | None) -> str:
+    """The class's name where one is known, else its label."""
+    if class_names is not None and 0 <= label < len(class_names):
+        return str(class_names[label])
+    return str(label)

@@ -138,6 +138,7 @@ def write_run_plots(
     end: EmbeddingSnapshot | None = None,
     test: EmbeddingSnapshot | None = None,
     method: ProjectionMethod = "auto",
+    class_names: Sequence[str] | None = None,
 ) -> list[Path]:
     """Draw every picture the run directory has the data for, into ``<run dir>/plots``.
 
@@ -160,7 +161,7 @@ def write_run_plots(
     if start is not None and end is not None:
         figures["distance_histograms"] = distance_histograms_figure(start, end)
     if test is not None:
-        figures["embedding_projection"] = projection_figure(test, method)
+        figures["embedding_projection"] = projection_figure(test, method, class_names=class_names)
     return [save_figure(fig, run_dir / "plots" / f"{name}.png") for name, fig in figures.items()]
 
 

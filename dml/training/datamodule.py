@@ -11,7 +11,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from dml.datasets.base import DatasetSource, DataSplits, GroupedDataset, LabeledDataset
 from dml.datasets.pairs import PairDataset, PairSampler
 from dml.errors import DmlError
-from dml.training.samplers import ClassBalancedBatchSampler, ShardedSampler
+from dml.training.samplers import (
+    ClassBalancedBatchSampler,
+    ShardedSampler,
+    fitted_batch_size,
+)
 from dml.training.workers import AUTO, resolve_num_workers, resolve_persistent_workers
 
 T = TypeVar("T")
@@ -96,8 +100,10 @@ class EmbeddingDataModule(pl.LightningDataModule):
     def train_sampler(self) -> ClassBalancedBatchSampler:
         """Built once; building it checks that P×K batches can be formed at all."""
         if not hasattr(self, "_train_sampler"):
+            labels = self.splits.train.labels
+            batch_size = fitted_batch_size(labels, self.batch_size, self.samples_per_class)
             self._train_sampler = ClassBalancedBatchSampler(
-                self.splits.train.labels, self.batch_size, self.samples_per_class, self.seed
+                labels, batch_size, self.samples_per_class, self.seed
             )
         return self._train_sampler
 

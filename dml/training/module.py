@@ -299,6 +299,10 @@ class EmbeddingModule(pl.LightningModule):
                 reference_groups=gallery_groups,
                 backend=self.eval_backend,
             )
+            # The distances, clusters and snapshot describe the whole test set: the queries
+            # alone may hold a single image per class, and so no positive pair.
+            embeddings = torch.cat([embeddings, gallery])
+            labels = torch.cat([labels, gallery_labels])
         else:
             metrics = retrieval_metrics(
                 embeddings,

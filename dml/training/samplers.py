@@ -8,6 +8,7 @@ numbers, which makes resuming a run reproduce the same batches.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -16,6 +17,8 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from dml.errors import DmlError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -125,3 +128,36 @@ def check_batch_feasible(labels: Tensor, batch_size: int, samples_per_class: int
             f"{len(small)} training classes have fewer than 2 samples (e.g. class "
             f"{int(small[0])}), so they can form no positive pair; remove them or merge them"
         )
+
+
+def fitted_batch_size(labels: Tensor, batch_size: int, samples_per_class: int) -> int:
+    """``batch_size``, or ``classes × samples_per_class`` when the training split has fewer
+    classes than one batch needs.
+
+    The default batch (128 = 8 classes × 16) cannot be formed from a folder of six classes
+    split in half; every batch then holds every training class instead, and the warning
+    names the value to set. Any other impossible setting is left to
+    :func:`check_batch_feasible`, which explains it.
+    """
+    classes = len(torch.unique(labels))
+    if (
+        samples_per_class < 1
+        or batch_size % samples_per_class
+        or classes < 2
+        or classes * samples_per_class >= batch_size
+    ):
+        return batch_size
+    fitted = classes * samples_per_class
+    log.warning(
+        "data.batch_size=%d needs %d classes of data.samples_per_class=%d, but the training "
+        "split has %d; training on batches of %d (all %d classes); set data.batch_size=%d "
+        "to choose this yourself",
+        batch_size,
+        batch_size // samples_per_class,
+        samples_per_class,
+        classes,
+        fitted,
+        classes,
+        fitted,
+    )
+    return fitted

@@ -24,7 +24,7 @@ def test_class_split_trains_on_the_first_folders(folder_tree: Tree) -> None:
     train = set(splits.train.labels.tolist())
     assert train == set(splits.val.labels.tolist()) == {0, 1, 2, 3}
     assert set(splits.test.labels.tolist()) == {4, 5}
-    assert len(splits.train) + len(splits.val) + len(splits.test) == len(folder_tree.images) == 30
+    assert len(splits.train) + len(splits.val) + len(splits.test) == len(folder_tree.images) == 36
     assert all("class_004" in p or "class_005" in p for p in splits.test.paths)
 
 
@@ -32,7 +32,7 @@ def test_sample_split_is_stratified_and_disjoint(folder_tree: Tree) -> None:
     splits = folder(folder_tree.root, split="samples", val_fraction=0.2, test_fraction=0.2).load()
     for part in (splits.train, splits.val, splits.test):
         assert set(part.labels.tolist()) == set(range(6))
-    assert len(splits.val) == len(splits.test) == 6
+    assert len(splits.val) == len(splits.test) == 12
     paths = [set(p.paths) for p in (splits.train, splits.val, splits.test)]
     assert not (paths[0] & paths[1]) and not (paths[0] & paths[2]) and not (paths[1] & paths[2])
 
@@ -71,7 +71,7 @@ def test_corrupt_image_fails_or_is_skipped(
     with caplog.at_level(logging.WARNING):
         splits = folder(folder_tree.root, skip_corrupt=True, split="samples").load()
     assert "skipped 1 unreadable images" in caplog.text
-    assert len(splits.train) + len(splits.val) + len(splits.test) == 29
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 35
 
 
 def test_num_classes_is_checked_when_given(folder_tree: Tree) -> None:

@@ -25,12 +25,13 @@ def test_class_hold_out_takes_whole_classes() -> None:
     assert sorted(np.concatenate([train, val]).tolist()) == list(range(50))
 
 
-def test_sample_hold_out_keeps_singleton_classes_in_training() -> None:
-    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2])
+def test_sample_hold_out_keeps_classes_too_small_for_two_and_two_in_training() -> None:
+    # A class in val needs two items (a query and its match) and two left to train on.
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 3])
     train, val = hold_out_val(labels, "samples", 0.25, np.random.default_rng(0))
-    assert sorted(labels[val].tolist()) == [0, 1]
-    assert 8 in train
-    assert sorted(np.concatenate([train, val]).tolist()) == list(range(9))
+    assert sorted(labels[val].tolist()) == [0, 0, 1, 1]
+    assert {9, 10, 11, 12} <= set(train.tolist())
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(13))
 
 
 @pytest.mark.parametrize(

@@ -168,6 +168,14 @@ def test_projection_colours_each_class_and_names_it() -> None:
     assert ax.get_xlabel() == "PCA 1" and "epoch 3" in ax.get_title()
 
 
+def test_projection_legend_uses_class_names_where_the_data_has_them() -> None:
+    emb, labels = blobs(classes=4)
+    snapshot = EmbeddingSnapshot(emb, labels, epoch=1, split="test")
+    # Names cover labels 0-2 only: label 3 falls back to its number.
+    ax = projection_figure(snapshot, "pca", class_names=["cat", "dog", "owl"]).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cat", "dog", "owl", "3"]
+
+
 def test_recall_figure_plots_each_split_against_k() -> None:
     metrics = {
         "val/recall_at_1": 0.5,

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dml.errors import DmlError
-from dml.training.samplers import ClassBalancedBatchSampler
+from dml.training.samplers import ClassBalancedBatchSampler, fitted_batch_size
 
 
 def labels_with_counts(*counts: int) -> torch.Tensor:
@@ -108,3 +108,19 @@ def test_one_sample_per_class_is_the_losses_rule_not_the_samplers() -> None:
     build_module(proxy)
     with pytest.raises(DmlError, match="TripletLoss needs at least 2 samples per class"):
         build_module(triplet)
+
+
+@pytest.mark.parametrize(
+    ("counts", "batch_size", "k", "fitted"),
+    [
+        ([6] * 3, 128, 16, 48),  # too few classes: all of them in every batch
+        ([6] * 3, 12, 4, 12),  # the batch fits: unchanged
+        ([6] * 10, 128, 16, 128),
+        ([6] * 3, 130, 16, 130),  # not a multiple of K: the sampler's own error explains
+        ([6], 128, 16, 128),  # one class: nothing to fit, the sampler's error explains
+    ],
+)
+def test_fitted_batch_size_only_shrinks_a_batch_the_classes_cannot_fill(
+    counts: list[int], batch_size: int, k: int, fitted: int
+) -> None:
+    assert fitted_batch_size(labels_with_counts(*counts), batch_size, k) == fitted

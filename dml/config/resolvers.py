@@ -1,0 +1,43 @@
+"""OmegaConf resolvers that dml's YAML files use; registered when ``dml`` is imported, so
+every entry point (the CLI, Hydra's compose API in tests and notebooks) has them.
+
+``${dml.feature_shape:PATH,LABELS_PATH,COLUMNS}`` and ``${dml.feature_classes:...}`` read
+a feature file's row shape and class count (``conf/dataset/features.yaml``), so the
+backbone and the per-class losses fit the user's file without the user counting columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import ListConfig, OmegaConf
+
+
+def _columns(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, ListConfig | list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _feature_shape(path: Any, labels_path: Any = None, columns: Any = None) -> list[int] | None:
+    from dml.datasets.features import file_input_shape
+
+    return file_input_shape(path, labels_path, _columns(columns))
+
+
+def _feature_classes(path: Any, labels_path: Any = None, columns: Any = None) -> int | None:
+    from dml.datasets.features import file_num_classes
+
+    return file_num_classes(path, labels_path, _columns(columns))
+
+
+RESOLVERS = {"dml.feature_shape": _feature_shape, "dml.feature_classes": _feature_classes}
+
+
+def register_resolvers() -> None:
+    """Register each resolver once (importing dml twice must not fail)."""
+    for name, function in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
