@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dml.config.build import build, build_datamodule, build_module
 from dml.reporting.console import print_metrics_table
+from dml.reporting.evaluation_plots import write_evaluation_plots
 from dml.reporting.history import EpochHistoryLogger
 from dml.reporting.run_files import resolve_run_dir, write_json
 from dml.training.datamodule import EmbeddingDataModule
@@ -74,5 +75,12 @@ def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, fl
         return {}
     final = dict(history.rows[max(history.rows)])
     write_json(run_dir / "metrics.json", final)
+    write_evaluation_plots(
+        run_dir,
+        module.retrieval_examples,
+        module.roc_curves,
+        datamodule.splits,
+        datamodule.source.transform,
+    )
     print_metrics_table(final, run_dir, title=f"Evaluation of {cfg.ckpt_path}")
     return final

@@ -13,6 +13,7 @@ from dml.config.checks import check_config
 from dml.errors import DmlError
 from dml.metrics.baseline import raw_input_baseline
 from dml.reporting.console import print_metrics_table
+from dml.reporting.evaluation_plots import write_evaluation_plots
 from dml.reporting.run_files import resolve_run_dir, write_json
 from dml.reporting.run_plots import log_plots, write_run_plots
 from dml.reporting.wandb_run import INTERRUPTED, finish_loggers
@@ -68,7 +69,15 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
             raw = {k: v for k, v in history.get(0, {}).items() if k.startswith("test/raw_")}
             final = {**raw, **history[max(history)]}
             write_json(run_dir / "metrics.json", final)
-            log_plots(loggers, write_run_plots(run_dir, **module.snapshots))
+            plots = write_run_plots(run_dir, **module.snapshots)
+            plots += write_evaluation_plots(
+                run_dir,
+                module.retrieval_examples,
+                module.roc_curves,
+                datamodule.splits,
+                datamodule.source.transform,
+            )
+            log_plots(loggers, plots)
         exit_code = 0
     except SystemExit:
         if not interrupt.interrupted:

@@ -123,7 +123,13 @@ class DataSplits:
 
 
 class DatasetSource(ABC):
-    """Knows where a dataset lives and how it is split."""
+    """Knows where a dataset lives and how it is split.
+
+    ``transform`` is the source's transform pair, or None when items are served as
+    stored; pictures and exported models read its normalisation from it.
+    """
+
+    transform: TransformPair | None = None
 
     @abstractmethod
     def load(self) -> DataSplits:
