@@ -21,6 +21,8 @@ commands:
            `dml train --cfg job` prints the composed config, `-m` runs a sweep
   eval     evaluate a checkpoint: dml eval ckpt_path=PATH [dataset=...]
   embed    write embeddings: dml embed ckpt_path=PATH out=emb.npz [split=test]
+  search   nearest gallery items of images or features: dml search ckpt_path=PATH
+           query=IMAGE_OR_DIR [gallery=test|FILE.npz] [k=10]; writes search.png
   compare  a table, CSV, Markdown and plots of runs: dml compare MULTIRUN_DIR | RUN_DIR...
 
 examples:
@@ -97,6 +99,14 @@ def embed_command(cfg: DictConfig) -> None:
     embed(cfg)
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="search")
+@report_errors
+def search_command(cfg: DictConfig) -> None:
+    from dml.commands.search import search
+
+    search(cfg)
+
+
 def compare_command() -> None:
     from dml.reporting.compare.command import main as compare_main
 
@@ -107,6 +117,7 @@ COMMANDS: dict[str, Callable[[], Any]] = {
     "train": train_command,
     "eval": eval_command,
     "embed": embed_command,
+    "search": search_command,
     "compare": compare_command,
 }
 

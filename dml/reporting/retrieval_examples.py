@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from dml.datasets.base import DataSplits, LabeledDataset
+from dml.datasets.query_files import is_picture_shape
 from dml.metrics.topk import nearest_neighbours
 from dml.reporting.figures import save_figure
 from dml.reporting.retrieval_figure import Tile, retrieval_figure, tile_image
@@ -86,7 +87,7 @@ def pick_retrieval_examples(
 def item_pixels(dataset: LabeledDataset, index: int, transform: object | None) -> np.ndarray | None:
     """The item as [C, H, W] pixels in [0, 1], or None when the data are not pictures."""
     x = dataset[int(index)][0]
-    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] not in (1, 3):
+    if not isinstance(x, Tensor) or not is_picture_shape(tuple(x.shape)):
         return None
     return to_pixels(x, transform).numpy()
 
@@ -96,7 +97,7 @@ def is_picture_data(dataset: LabeledDataset) -> bool:
     if len(dataset) == 0:
         return False
     x = dataset[0][0]
-    return isinstance(x, Tensor) and x.dim() == 3 and x.shape[0] in (1, 3)
+    return isinstance(x, Tensor) and is_picture_shape(tuple(x.shape))
 
 
 def example_rows(
