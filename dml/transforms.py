@@ -113,12 +113,9 @@ class ImageTransforms:
         self.std = _floats("std", std, 3)
         _check_normalisation(self.mean, self.std)
 
-    def _to_tensor(self) -> list[Any]:
-        return [
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(self.mean, self.std),
-        ]
+    @staticmethod
+    def _to_pixels() -> list[Any]:
+        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
 
     def train_transform(self) -> Transform:
         steps: list[Any] = [
@@ -127,15 +124,20 @@ class ImageTransforms:
         ]
         if self.horizontal_flip:
             steps.append(v2.RandomHorizontalFlip())
-        return v2.Compose(steps + self._to_tensor())
+        return v2.Compose([*steps, *self._to_pixels(), v2.Normalize(self.mean, self.std)])
 
     def eval_transform(self) -> Transform:
+        return v2.Compose([self.pixel_transform(), v2.Normalize(self.mean, self.std)])
+
+    def pixel_transform(self) -> Transform:
+        """The evaluation transform up to [0, 1] RGB pixels, without the normalisation: what
+        a model exported by `dml export` (which normalises inside) takes."""
         return v2.Compose(
             [
                 v2.RGB(),
                 v2.Resize(self.resize_size, antialias=True),
                 v2.CenterCrop(self.crop_size),
-                *self._to_tensor(),
+                *self._to_pixels(),
             ]
         )
 
