@@ -47,8 +47,13 @@ class RocCurve:
 
 @dataclass(frozen=True)
 class PairVerification:
+    """The metrics, the ROC curve (None without both kinds of pairs), and why any metric
+    is NaN, one sentence per reason, for the caller to report as often as it sees fit
+    (a run evaluating every epoch says it once)."""
+
     metrics: dict[str, float]
     curve: RocCurve | None
+    notes: list[str]
 
 
 def far_name(far: float) -> str:
@@ -76,7 +81,7 @@ def split_verification(
     A pair is accepted when its Euclidean distance is at most the threshold, so
     ``threshold_at_far_<f>`` is the largest distance threshold whose false-accept rate is
     at most f, and ``tar_at_far_<f>`` the true-accept rate there. Both are NaN (with a
-    warning) when the split has fewer than 1/f different pairs, since no threshold can
+    note) when the split has fewer than 1/f different pairs, since no threshold can
     then resolve so small a rate. ``eer`` is where the ROC curve (linear between its
     points) crosses false-accept rate = false-reject rate. Without same-class or without
     different-class pairs every value is NaN, so that a split of singletons warns rather
@@ -97,15 +102,13 @@ def split_verification(
         ("different-class", len(diff_first), diff_total),
     ):
         if used < total:
-            log.info("verification: a random %d of the %d %s pairs", used, total, kind)
+            log.debug("verification: a random %d of the %d %s pairs", used, total, kind)
     if len(same_first) == 0 or len(diff_first) == 0:
-        log.warning(
-            "verification metrics are NaN: the split has %d same-class and %d different-class "
-            "pairs, and needs both",
-            same_total,
-            diff_total,
+        note = (
+            f"verification metrics are NaN: the split has {same_total} same-class and "
+            f"{diff_total} different-class pairs, and needs both"
         )
-        return PairVerification(metrics, None)
+        return PairVerification(metrics, None, [note])
     distances = torch.cat(
         [
             pair_distances(x, same_first.to(x.device), same_second.to(x.device)),
@@ -117,7 +120,14 @@ def split_verification(
     far, tar, thresholds = roc_curve(same, scores, drop_intermediate=False)
     metrics["roc_auc"] = float(auc(far, tar))
     metrics["eer"] = equal_error_rate(far, tar)
+    notes = []
     for level in far_levels:
+        if len(diff_first) * level < 1:
+            notes.append(
+                f"tar_at_far_{far_name(level)} is NaN: a false-accept rate of {level:g} needs "
+                f"at least {round(1 / level)} different-class pairs, the split has "
+                f"{len(diff_first)}"
+            )
         tar_at, threshold = tar_at_far(far, tar, thresholds, level, len(diff_first))
         metrics[f"tar_at_far_{far_name(level)}"] = tar_at
         metrics[f"threshold_at_far_{far_name(level)}"] = threshold
@@ -128,7 +138,7 @@ def split_verification(
         same_pairs=len(same_first),
         different_pairs=len(diff_first),
     )
-    return PairVerification(metrics, curve)
+    return PairVerification(metrics, curve, notes)
 
 
 def tar_at_far(
@@ -140,14 +150,6 @@ def tar_at_far(
     accepted when its score is at least the threshold, i.e. its distance at most minus it.
     At the first point nothing is accepted, so no finite threshold exists: NaN."""
     if different * level < 1:
-        log.warning(
-            "tar_at_far_%s is NaN: a false-accept rate of %g needs at least %d different-class "
-            "pairs, the split has %d",
-            far_name(level),
-            level,
-            round(1 / level),
-            different,
-        )
         return float("nan"), float("nan")
     last = int(np.searchsorted(far, level, side="right")) - 1
     threshold = float(-thresholds[last]) if last > 0 else float("nan")

@@ -136,8 +136,9 @@ def write_retrieval_examples(
     rows = example_rows(examples, splits, transform)
     if rows is None:
         return None
+    queries = "" if examples.query_split == "query" else f"{examples.query_split} "
     title = (
-        f"Nearest {examples.reference_split} items of {len(rows)} fixed "
-        f"{examples.query_split} queries (green: same label, red: different)"
+        f"Nearest {examples.reference_split} items of {len(rows)} fixed {queries}queries "
+        "(green: same label, red: different)"
     )
     return save_figure(retrieval_figure(rows, title), path)

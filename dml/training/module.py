@@ -92,6 +92,7 @@ class EmbeddingModule(pl.LightningModule):
         self.verification = verification
         self.verification_max_pairs = verification_max_pairs
         self.roc_curves: dict[str, RocCurve] = {}
+        self._verification_notes: set[str] = set()
         # A few fixed test queries and their neighbours, for plots/retrieval_examples.png.
         self.retrieval_examples: RetrievalExamples | None = None
         self.collapse = CollapseDetector(
@@ -334,6 +335,9 @@ class EmbeddingModule(pl.LightningModule):
         )
         if result.curve is not None:
             self.roc_curves[prefix] = result.curve
+        for note in set(result.notes) - self._verification_notes:
+            self._verification_notes.add(note)
+            rank_zero_warn(f"{prefix}: {note}")
         return result.metrics
 
     def _gather_parts(self, prefix: str, parts: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
