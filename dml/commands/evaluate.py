@@ -77,8 +77,8 @@ def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, fl
     write_json(run_dir / "metrics.json", final)
     write_evaluation_plots(
         run_dir,
-        module.retrieval_examples,
-        module.roc_curves,
+        module.extras.retrieval_examples,
+        module.extras.roc_curves,
         datamodule.splits,
         datamodule.source.transform,
     )

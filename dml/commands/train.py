@@ -72,8 +72,8 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
             plots = write_run_plots(run_dir, **module.snapshots)
             plots += write_evaluation_plots(
                 run_dir,
-                module.retrieval_examples,
-                module.roc_curves,
+                module.extras.retrieval_examples,
+                module.extras.roc_curves,
                 datamodule.splits,
                 datamodule.source.transform,
             )

@@ -18,8 +18,7 @@ from dml.errors import DmlError
 from dml.losses.base import EmbeddingLoss, HasOwnLearningRate, KnowsCollapsedValue
 from dml.metrics import clustering_metrics, retrieval_metrics
 from dml.metrics.pair_distances import pair_distance_stats
-from dml.metrics.pair_verification import MAX_PAIRS, RocCurve, split_verification
-from dml.reporting.retrieval_examples import RetrievalExamples, pick_retrieval_examples
+from dml.metrics.pair_verification import MAX_PAIRS
 from dml.reporting.snapshots import EmbeddingSnapshot
 from dml.semi.pseudo_label import semi_supervised_loss
 from dml.training.distributed import (
@@ -30,6 +29,7 @@ from dml.training.distributed import (
     mean_over_processes,
     world_size,
 )
+from dml.training.evaluation_extras import EvaluationExtras
 from dml.training.health import CollapseDetector
 from dml.training.memory import CrossBatchMemory
 from dml.training.resume import restore_rng_state, rng_state
@@ -88,13 +88,8 @@ class EmbeddingModule(pl.LightningModule):
         # Embeddings kept for the run's pictures: "start" (epoch 0), "end" (latest
         # validation) and "test"; taken from the evaluation passes, so no extra pass.
         self.snapshots: dict[str, EmbeddingSnapshot] = {}
-        # eval.verification: pair verification metrics, and the latest ROC curve per split.
-        self.verification = verification
-        self.verification_max_pairs = verification_max_pairs
-        self.roc_curves: dict[str, RocCurve] = {}
-        self._verification_notes: set[str] = set()
-        # A few fixed test queries and their neighbours, for plots/retrieval_examples.png.
-        self.retrieval_examples: RetrievalExamples | None = None
+        # Verification metrics (eval.verification) and the data of the evaluation pictures.
+        self.extras = EvaluationExtras(verification, verification_max_pairs)
         self.collapse = CollapseDetector(
             collapsed_loss=loss.collapsed_value if isinstance(loss, KnowsCollapsedValue) else None
         )
@@ -310,12 +305,7 @@ class EmbeddingModule(pl.LightningModule):
                 backend=self.eval_backend,
             )
         metrics.update(pair_distance_stats(embeddings, labels))
-        if self.verification:
-            metrics.update(self._verify(prefix, parts))
-        if prefix == "test":
-            self.retrieval_examples = pick_retrieval_examples(
-                *parts[0][:2], *(parts[1][:2] if len(parts) == 2 else ())
-            )
+        metrics.update(self.extras.update(prefix, parts))
         if clustering:
             metrics.update(clustering_metrics(embeddings, labels))
         self._keep_snapshot(prefix, embeddings, labels)
@@ -324,21 +314,6 @@ class EmbeddingModule(pl.LightningModule):
         if prefix == "val" and self.completed_epochs() > 0:
             self._check_collapse(metrics["dist_pos_mean"], metrics["dist_neg_mean"], logged)
         self.log_dict(logged)
-
-    def _verify(self, prefix: str, parts: list[tuple[Any, ...]]) -> dict[str, float]:
-        """Verification over the pairs of the whole evaluated set (queries and gallery
-        together where the data has both)."""
-        result = split_verification(
-            torch.cat([part[0] for part in parts]),
-            torch.cat([part[1] for part in parts]),
-            max_pairs=self.verification_max_pairs,
-        )
-        if result.curve is not None:
-            self.roc_curves[prefix] = result.curve
-        for note in set(result.notes) - self._verification_notes:
-            self._verification_notes.add(note)
-            rank_zero_warn(f"{prefix}: {note}")
-        return result.metrics
 
     def _gather_parts(self, prefix: str, parts: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Under DDP, every process's samples of each loader (a tuple of per-sample tensors,
