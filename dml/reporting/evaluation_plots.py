@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from dml.datasets.base import DataSplits
@@ -34,7 +35,9 @@ def roc_figure(curves: Mapping[str, RocCurve]) -> Figure:
             label=f"{split}: AUC {curve.roc_auc:.4f}, EER {curve.eer:.4f} "
             f"({curve.same_pairs:,} same / {curve.different_pairs:,} different pairs)",
         )
-    ax.plot([lowest, 1.0], [lowest, 1.0], ":", color="grey", label="chance")
+    # TAR = FAR, sampled densely: on a log FAR axis chance is a curve, not a straight line.
+    chance = np.geomspace(lowest, 1.0, 200)
+    ax.plot(chance, chance, ":", color="grey", label="chance")
     ax.set_xscale("log")
     ax.set_xlim(lowest, 1.0)
     ax.set_ylim(0.0, 1.01)
