@@ -76,7 +76,7 @@ def search(cfg: DictConfig) -> SearchResult:
     indices, distances = found.indices.numpy(), found.distances.numpy()
     names = [[gallery.names[i] for i in row] for row in indices]
     labels = gallery.labels[indices]
-    print_tables(queries.names, queries.labels, names, labels, distances)
+    # The picture first: output piped into `head` may end this process at the tables.
     picture = None
     if queries.pictures and gallery.picture is not None:
         rows = []
@@ -92,6 +92,8 @@ def search(cfg: DictConfig) -> SearchResult:
         shown = f"{len(rows)} of {len(indices)} queries" if len(indices) > len(rows) else "queries"
         title = f"Nearest {indices.shape[1]} gallery items of the {shown}"
         picture = save_figure(retrieval_figure(rows, title), Path(str(cfg.out)))
+    print_tables(queries.names, queries.labels, names, labels, distances)
+    if picture is not None:
         log.info("wrote %s", picture)
     elif not queries.pictures:
         log.info("feature data have no pictures: the table above is the result")
