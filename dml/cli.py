@@ -22,6 +22,9 @@ commands:
            `dml train --cfg job` prints the composed config, `-m` runs a sweep
   eval     evaluate a checkpoint: dml eval ckpt_path=PATH [dataset=...]
   embed    write embeddings: dml embed ckpt_path=PATH out=emb.npz [split=test]
+  search   nearest gallery items of images or features: dml search ckpt_path=PATH
+           query=IMAGE_OR_DIR [gallery=test|FILE.npz] [k=10]; writes search.png
+  export   a standalone model: dml export ckpt_path=PATH format=onnx|torchscript out=FILE
   compare  a table, CSV, Markdown and plots of runs: dml compare MULTIRUN_DIR | RUN_DIR...
 
 examples:
@@ -111,6 +114,22 @@ def embed_command(cfg: DictConfig) -> None:
     embed(cfg)
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="search")
+@report_errors
+def search_command(cfg: DictConfig) -> None:
+    from dml.commands.search import search
+
+    search(cfg)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+@report_errors
+def export_command(cfg: DictConfig) -> None:
+    from dml.commands.export import export
+
+    export(cfg)
+
+
 def compare_command() -> None:
     from dml.reporting.compare.command import main as compare_main
 
@@ -121,6 +140,8 @@ COMMANDS: dict[str, Callable[[], Any]] = {
     "train": train_command,
     "eval": eval_command,
     "embed": embed_command,
+    "search": search_command,
+    "export": export_command,
     "compare": compare_command,
 }
 

@@ -9,7 +9,7 @@ drift apart in size or normalisation.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -29,6 +29,35 @@ class TransformPair(Protocol):
     def train_transform(self) -> Transform: ...
 
     def eval_transform(self) -> Transform: ...
+
+
+@runtime_checkable
+class NormalisesPixels(Protocol):
+    """A transform pair whose evaluation transform ends by normalising [0, 1] pixel values
+    with a per-channel ``mean`` and ``std``. Pictures undo it to show what the model saw,
+    and an exported model repeats it, so that a service feeds it plain pixels."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def pixel_statistics(transform: object | None, channels: int) -> tuple[Tensor, Tensor]:
+    """``(mean, std)`` as [channels, 1, 1] tensors: the transform's normalisation, or
+    (0, 1) for a transform that leaves pixel values as they are (or no transform)."""
+    if isinstance(transform, NormalisesPixels):
+        mean, std = transform.mean, transform.std
+        if len(mean) == 1:
+            mean, std = mean * channels, std * channels
+    else:
+        mean, std = (0.0,) * channels, (1.0,) * channels
+    shape = (channels, 1, 1)
+    return torch.tensor(mean).reshape(shape), torch.tensor(std).reshape(shape)
+
+
+def to_pixels(x: Tensor, transform: object | None) -> Tensor:
+    """An evaluation input ([C, H, W], normalised) back as [0, 1] pixels for display."""
+    mean, std = pixel_statistics(transform, x.shape[0])
+    return (x.float().cpu() * std + mean).clamp(0.0, 1.0)
 
 
 def _floats(name: str, values: Sequence[float], length: int | None = None) -> tuple[float, ...]:
@@ -86,12 +115,9 @@ class ImageTransforms:
         self.std = _floats("std", std, 3)
         _check_normalisation(self.mean, self.std)
 
-    def _to_tensor(self) -> list[Any]:
-        return [
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(self.mean, self.std),
-        ]
+    @staticmethod
+    def _to_pixels() -> list[Any]:
+        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
 
     def train_transform(self) -> Transform:
         steps: list[Any] = [
@@ -99,14 +125,19 @@ class ImageTransforms:
         ]
         if self.horizontal_flip:
             steps.append(v2.RandomHorizontalFlip())
-        return v2.Compose(steps + self._to_tensor())
+        return v2.Compose([*steps, *self._to_pixels(), v2.Normalize(self.mean, self.std)])
 
     def eval_transform(self) -> Transform:
+        return v2.Compose([self.pixel_transform(), v2.Normalize(self.mean, self.std)])
+
+    def pixel_transform(self) -> Transform:
+        """The evaluation transform up to [0, 1] RGB pixels, without the normalisation: what
+        a model exported by `dml export` (which normalises inside) takes."""
         return v2.Compose(
             [
                 v2.Resize(self.resize_size, antialias=True),
                 v2.CenterCrop(self.crop_size),
-                *self._to_tensor(),
+                *self._to_pixels(),
             ]
         )
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from dml.commands.final_metrics import check_final_metrics
 from dml.config.build import build, build_datamodule, build_module
 from dml.reporting.console import print_metrics_table
+from dml.reporting.evaluation_plots import write_evaluation_plots
 from dml.reporting.history import EpochHistoryLogger
 from dml.reporting.run_files import record_config, resolve_run_dir, write_json
 from dml.training.datamodule import EmbeddingDataModule
@@ -80,6 +81,13 @@ def evaluate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, fl
         return {}
     final = dict(history.rows[max(history.rows)])
     write_json(run_dir / "metrics.json", final)
+    write_evaluation_plots(
+        run_dir,
+        module.extras.retrieval_examples,
+        module.extras.roc_curves,
+        datamodule.splits,
+        datamodule.source.transform,
+    )
     print_metrics_table(final, run_dir, title=f"Evaluation of {cfg.ckpt_path}")
     check_final_metrics(final, run_dir)
     return final

@@ -14,6 +14,7 @@ from dml.config.checks import check_config
 from dml.errors import DmlError
 from dml.metrics.baseline import raw_input_baseline
 from dml.reporting.console import print_metrics_table
+from dml.reporting.evaluation_plots import write_evaluation_plots
 from dml.reporting.run_files import resolve_run_dir, split_record, write_json
 from dml.reporting.run_plots import log_plots, write_run_plots
 from dml.reporting.wandb_run import INTERRUPTED, finish_loggers
@@ -85,7 +86,15 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
             )
             write_json(run_dir / "metrics.json", final)
             names = datamodule.splits.test.class_names
-            log_plots(loggers, write_run_plots(run_dir, **module.snapshots, class_names=names))
+            plots = write_run_plots(run_dir, **module.snapshots, class_names=names)
+            plots += write_evaluation_plots(
+                run_dir,
+                module.extras.retrieval_examples,
+                module.extras.roc_curves,
+                datamodule.splits,
+                datamodule.source.transform,
+            )
+            log_plots(loggers, plots)
         exit_code = 0
     except SystemExit:
         if not interrupt.interrupted:

@@ -19,6 +19,7 @@ from dml.datasets.folds import class_folds
 from dml.errors import DmlError
 from dml.losses.compat import check_compatible
 from dml.metrics.neighbours import check_backend
+from dml.metrics.pair_verification import MAX_PAIRS
 from dml.semi import PseudoLabeler, SemiSupervisedDataModule
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.module import EmbeddingModule
@@ -62,6 +63,8 @@ def build_module(cfg: DictConfig) -> EmbeddingModule:
         normalize=cfg.normalize_embeddings,
         k_values=list(cfg.eval.k_values),
         eval_backend=cfg.eval.backend,
+        verification=cfg.eval.get("verification", False),
+        verification_max_pairs=cfg.eval.get("verification_max_pairs", MAX_PAIRS),
         run_config=OmegaConf.to_container(cfg, resolve=True),
         gather=gather,
     )

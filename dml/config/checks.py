@@ -88,6 +88,10 @@ def check_config(cfg: DictConfig) -> None:
         _integer(cfg, "data.num_workers", 0)
     _integer(cfg, "trainer.max_epochs", 1)
     _integer(cfg, "backbone.embedding_dim", 1)
+    _integer(cfg, "eval.verification_max_pairs", 1)
+    verification = _value(cfg, "eval.verification")
+    if verification is not None and not isinstance(verification, bool):
+        raise DmlError(f"eval.verification={verification!r} must be true or false")
     _number(cfg, "optimizer.lr", 0.0, strict=True)
     _number(cfg, "optimizer.weight_decay", 0.0, strict=False)
     _number(cfg, "optimizer.momentum", 0.0, strict=False)

@@ -148,6 +148,9 @@ class DatasetSource(ABC):
     ``reads_files`` says whether its items are files read and decoded on access (image
     benchmarks) rather than rows already in memory: ``data.num_workers=auto`` starts
     worker processes only for the former (:mod:`dml.training.workers`).
+
+    ``transform`` is the source's transform pair, or None when items are served as
+    stored; pictures and exported models read its normalisation from it.
     """
 
     reads_files: ClassVar[bool] = False
@@ -155,6 +158,8 @@ class DatasetSource(ABC):
     #: Class-disjoint folds of the training classes (``dataset.folds``/``dataset.fold``),
     #: set through :meth:`use_folds`; None: the source's own validation hold-out.
     class_folds: ClassFolds | None = None
+
+    transform: TransformPair | None = None
 
     @abstractmethod
     def load(self) -> DataSplits:

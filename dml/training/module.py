@@ -18,6 +18,7 @@ from dml.errors import DmlError
 from dml.losses.base import EmbeddingLoss, HasOwnLearningRate, KnowsCollapsedValue
 from dml.metrics import clustering_metrics, retrieval_metrics
 from dml.metrics.pair_distances import pair_distance_stats
+from dml.metrics.pair_verification import MAX_PAIRS
 from dml.reporting.snapshots import EmbeddingSnapshot
 from dml.semi.pseudo_label import semi_supervised_loss
 from dml.training.distributed import (
@@ -28,6 +29,7 @@ from dml.training.distributed import (
     mean_over_processes,
     world_size,
 )
+from dml.training.evaluation_extras import EvaluationExtras
 from dml.training.health import CollapseDetector
 from dml.training.memory import CrossBatchMemory
 from dml.training.precision import in_float32
@@ -61,6 +63,8 @@ class EmbeddingModule(pl.LightningModule):
         memory: CrossBatchMemory | None = None,
         gather: bool = True,
         eval_backend: str = "torch",
+        verification: bool = False,
+        verification_max_pairs: int = MAX_PAIRS,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -86,6 +90,8 @@ class EmbeddingModule(pl.LightningModule):
         # Embeddings kept for the run's pictures: "start" (epoch 0), "end" (latest
         # validation) and "test"; taken from the evaluation passes, so no extra pass.
         self.snapshots: dict[str, EmbeddingSnapshot] = {}
+        # Verification metrics (eval.verification) and the data of the evaluation pictures.
+        self.extras = EvaluationExtras(verification, verification_max_pairs)
         self.collapse = CollapseDetector(
             collapsed_loss=loss.collapsed_value if isinstance(loss, KnowsCollapsedValue) else None
         )
@@ -312,6 +318,7 @@ class EmbeddingModule(pl.LightningModule):
                 backend=self.eval_backend,
             )
         metrics.update(pair_distance_stats(embeddings, labels))
+        metrics.update(self.extras.update(prefix, parts))
         if clustering:
             metrics.update(clustering_metrics(embeddings, labels))
         self._keep_snapshot(prefix, embeddings, labels)

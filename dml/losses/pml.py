@@ -1,0 +1,87 @@
+"""Any loss of pytorch-metric-learning (PML) by name: ``loss=pml loss.name=CircleLoss``.
+
+PML's losses already take dml's call (``loss(embeddings, labels, indices_tuple)``), but a
+``_target_`` override keeps the keys of the loss option it replaces (``margin``, ``soft``,
+``distance``), which PML's constructors reject. One option whose only required key is the
+class name, with the class's own settings added as ``+loss.<key>=<value>``, covers every
+PML loss, including ones released after this file, and names the problem in one line when
+PML is missing, the name is wrong or a setting is unknown. PML stays optional: it is
+imported only when such an option is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from torch import Tensor, nn
+
+from dml.distances import References
+from dml.errors import DmlError
+from dml.losses.base import EmbeddingLoss, LossOutput
+from dml.tuples import Mined
+
+
+def pml_component(group: str, name: str, settings: dict[str, Any]) -> nn.Module:
+    """``pytorch_metric_learning.<group>.<name>(**settings)`` (group: losses or miners)."""
+    option = "loss" if group == "losses" else "miner"
+    try:
+        library = importlib.import_module(f"pytorch_metric_learning.{group}")
+    except ImportError:
+        raise DmlError(
+            f"{option}=pml needs pytorch-metric-learning, which dml does not install: "
+            "pip install pytorch-metric-learning"
+        ) from None
+    known = sorted(
+        attr
+        for attr in dir(library)
+        if isinstance(getattr(library, attr), type)
+        and issubclass(getattr(library, attr), nn.Module)
+        and not attr.startswith("Base")
+    )
+    if name not in known:
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise DmlError(
+            f"{option}.name={name!r} is not a class of pytorch_metric_learning.{group}; "
+            f"{hint}choose one of {', '.join(known)}"
+        )
+    try:
+        return getattr(library, name)(**settings)
+    except (TypeError, ValueError, AssertionError) as exc:
+        given = ", ".join(f"{option}.{key}" for key in settings) or "no settings"
+        raise DmlError(
+            f"pytorch_metric_learning.{group}.{name} rejected {given}: {exc}; set its own "
+            f"arguments with +{option}.<name>=<value>"
+        ) from None
+
+
+class PMLLoss(EmbeddingLoss):
+    """A PML loss by class name. PML cannot say how many tuples it scored, so the loss
+    reports the mined tuples when a miner gave some and the batch size otherwise (as dml's
+    whole-batch losses do); a cross-batch memory and Siamese pair streams are refused at
+    start, since PML's ``ref_emb`` means something else."""
+
+    supports_memory = False
+    min_samples_per_class = 1
+
+    def __init__(self, name: str, distance: Any = None, **settings: Any) -> None:
+        super().__init__()
+        if distance is not None:
+            settings["distance"] = distance
+        self.name = name
+        self.loss = pml_component("losses", name, settings)
+
+    def compute(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        mined: Mined | None = None,
+        memory: References | None = None,
+    ) -> LossOutput:
+        if memory is not None:
+            raise DmlError(f"loss=pml ({self.name}) cannot use a cross-batch memory: memory=none")
+        value = self.loss(embeddings, labels, mined)
+        count = len(mined[0]) if mined is not None else len(labels)
+        return LossOutput(value, count, count)
