@@ -19,6 +19,11 @@ NO_RELEVANT_ITEM = (
     "dataset.test_fraction, or use dataset.split=classes, which tests on whole classes)"
 )
 
+SINGLE_CLASS = (
+    "the test split holds a single class, so no different-class pair exists to measure; "
+    "give the test split at least 2 classes"
+)
+
 
 def check_final_metrics(final: dict[str, float], run_dir: Path) -> None:
     """Raise a one-line DmlError if any final test metric is NaN, after it was written."""
@@ -30,7 +35,12 @@ def check_final_metrics(final: dict[str, float], run_dir: Path) -> None:
     if not missing:
         return
     shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-    reason = NO_RELEVANT_ITEM if "test/map_at_r" in missing else "see the run's log"
+    if "test/map_at_r" in missing:
+        reason = NO_RELEVANT_ITEM
+    elif "test/dist_neg_mean" in missing:
+        reason = SINGLE_CLASS
+    else:
+        reason = "see the run's log for the warning that names the cause"
     raise DmlError(
         f"{len(missing)} final metric(s) are NaN ({shown}): {reason}. They are kept in "
         f"{run_dir / 'metrics.json'}"

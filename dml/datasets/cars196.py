@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from scipy.io import loadmat
 
-from dml.datasets.images import ClassRangeSource, ImageList, require_classes
+from dml.datasets.image_files import ImageList
+from dml.datasets.images import ClassRangeSource, require_classes
 from dml.errors import DmlError
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dml.datasets.images import ClassRangeSource, ImageList, require_classes
+from dml.datasets.image_files import ImageList
+from dml.datasets.images import ClassRangeSource, require_classes
 from dml.errors import DmlError
 
 

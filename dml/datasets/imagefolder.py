@@ -20,12 +20,8 @@ import numpy as np
 
 from dml.datasets.base import SPLITS, DataSplits, split_indices
 from dml.datasets.folds import split_folds_problem
-from dml.datasets.images import (
-    IMAGE_SUFFIXES,
-    ImageList,
-    ImageSource,
-    group_numbers,
-)
+from dml.datasets.image_files import IMAGE_SUFFIXES, ImageList, group_numbers
+from dml.datasets.images import ImageSource
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms
 

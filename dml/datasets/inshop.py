@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dml.datasets.images import ImageList, ImageSource, group_numbers
+from dml.datasets.image_files import ImageList, group_numbers
+from dml.datasets.images import ImageSource
 from dml.errors import DmlError
 
 HEADER = ["image_name", "item_id", "evaluation_status"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dml.datasets.images import ImageList, ImageSource
+from dml.datasets.image_files import ImageList
+from dml.datasets.images import ImageSource
 from dml.errors import DmlError
 
 HEADER = ["image_id", "class_id", "super_class_id", "path"]

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dml.datasets.images import ImageList, ImageSource, group_numbers
+from dml.datasets.image_files import ImageList, group_numbers
+from dml.datasets.images import ImageSource
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms
 

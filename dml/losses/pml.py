@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from dml.distances import References
 from dml.errors import DmlError
 from dml.losses.base import EmbeddingLoss, LossOutput
-from dml.tuples import Mined
+from dml.tuples import Mined, TripletSelection
 
 
 def pml_component(group: str, name: str, settings: dict[str, Any]) -> nn.Module:
@@ -82,6 +82,9 @@ class PMLLoss(EmbeddingLoss):
     ) -> LossOutput:
         if memory is not None:
             raise DmlError(f"loss=pml ({self.name}) cannot use a cross-batch memory: memory=none")
+        if isinstance(mined, TripletSelection):
+            # dml's rule-based miners select lazily; PML wants the triplets listed.
+            mined = mined.triplets
         value = self.loss(embeddings, labels, mined)
         count = len(mined[0]) if mined is not None else len(labels)
         return LossOutput(value, count, count)

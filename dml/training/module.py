@@ -16,8 +16,6 @@ from dml.backbones.contracts import HasParameterGroups
 from dml.datasets.pairs import PairBatch
 from dml.errors import DmlError
 from dml.losses.base import EmbeddingLoss, HasOwnLearningRate, KnowsCollapsedValue
-from dml.metrics import clustering_metrics, retrieval_metrics
-from dml.metrics.pair_distances import pair_distance_stats
 from dml.metrics.pair_verification import MAX_PAIRS
 from dml.reporting.snapshots import EmbeddingSnapshot
 from dml.semi.pseudo_label import semi_supervised_loss
@@ -35,6 +33,7 @@ from dml.training.memory import CrossBatchMemory
 from dml.training.precision import in_float32
 from dml.training.resume import restore_rng_state, rng_state
 from dml.training.selection import weights_epoch
+from dml.training.split_metrics import parts_by_loader, split_metrics
 from dml.tuples import Mined, siamese_pairs
 
 SNAPSHOT_SAMPLES = 5000
@@ -278,49 +277,12 @@ class EmbeddingModule(pl.LightningModule):
 
     @in_float32
     def _log_evaluation(self, prefix: str, clustering: bool) -> None:
-        parts = []
-        for loader in sorted({i for *_, i in self._eval_batches}):
-            batches = [b for b in self._eval_batches if b[3] == loader]
-            groups = [g for _, _, g, _ in batches if g is not None]
-            parts.append(
-                (
-                    torch.cat([e for e, _, _, _ in batches]),
-                    torch.cat([y for _, y, _, _ in batches]),
-                    torch.cat(groups) if len(groups) == len(batches) else None,
-                )
-            )
+        parts = self._gather_parts(prefix, parts_by_loader(self._eval_batches))
         self._eval_batches = []
-        parts = self._gather_parts(prefix, parts)
-        embeddings, labels, groups = parts[0]
-        if len(parts) == 2:
-            # Query against gallery (In-Shop): the gallery is the reference set.
-            gallery, gallery_labels, gallery_groups = parts[1]
-            metrics = retrieval_metrics(
-                embeddings,
-                labels,
-                gallery,
-                gallery_labels,
-                k_values=self.k_values,
-                query_groups=groups,
-                reference_groups=gallery_groups,
-                backend=self.eval_backend,
-            )
-            # The distances, clusters and snapshot describe the whole test set: the queries
-            # alone may hold a single image per class, and so no positive pair.
-            embeddings = torch.cat([embeddings, gallery])
-            labels = torch.cat([labels, gallery_labels])
-        else:
-            metrics = retrieval_metrics(
-                embeddings,
-                labels,
-                k_values=self.k_values,
-                query_groups=groups,
-                backend=self.eval_backend,
-            )
-        metrics.update(pair_distance_stats(embeddings, labels))
+        metrics, embeddings, labels = split_metrics(
+            parts, self.k_values, self.eval_backend, clustering
+        )
         metrics.update(self.extras.update(prefix, parts))
-        if clustering:
-            metrics.update(clustering_metrics(embeddings, labels))
         self._keep_snapshot(prefix, embeddings, labels)
         logged = {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
         logged["epoch"] = float(self.completed_epochs())

@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -92,14 +93,19 @@ def test_a_run_prints_no_wandb_warning_and_counts_epochs_from_one(tmp_path: Path
 
 
 def test_nan_final_metrics_fail_the_run_but_are_kept(tmp_path: Path) -> None:
-    """One test item per class: nothing to retrieve, so every retrieval metric is NaN."""
+    """A file whose test split holds one class: no different-class test pair exists, so
+    the negative-pair distance curve is NaN; the run says so and fails, keeping its files."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 12)
+    split = np.where(labels == 3, "test", np.where(np.arange(48) % 12 < 3, "val", "train"))
+    features = rng.normal(size=(48, 5)) + labels[:, None] * 3.0
+    np.savez(tmp_path / "one_test_class.npz", features=features, labels=labels, split=split)
     result = dml(
         "train",
         *QUICK,
         "logger=none",
-        "dataset=iris",
-        "dataset.val_fraction=0.1",
-        "dataset.test_fraction=0.01",
+        "dataset=features",
+        "dataset.path=one_test_class.npz",
         "data.batch_size=12",
         "data.samples_per_class=4",
         "hydra.run.dir=run",
@@ -107,13 +113,15 @@ def test_nan_final_metrics_fail_the_run_but_are_kept(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     (line,) = error_lines(result.stderr)
-    assert "final metric(s) are NaN" in line and "test/map_at_r" in line
-    assert "at least 2 items per class" in line
+    assert "final metric(s) are NaN" in line and "test/dist_neg_mean" in line
+    assert "a single class" in line
     kept = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert kept["test/map_at_r"] != kept["test/map_at_r"]  # NaN, written before failing
+    assert kept["test/dist_neg_mean"] != kept["test/dist_neg_mean"]  # NaN, kept on disk
 
 
 def test_check_final_metrics_names_only_nan_test_metrics(tmp_path: Path) -> None:
     check_final_metrics({"test/map_at_r": 0.5, "train/loss": float("nan")}, tmp_path)
     with pytest.raises(DmlError, match=r"1 final metric\(s\) are NaN \(test/nmi\)"):
         check_final_metrics({"test/map_at_r": 0.5, "test/nmi": float("nan")}, tmp_path)
+    with pytest.raises(DmlError, match="no test query has another item of its own class"):
+        check_final_metrics({"test/map_at_r": float("nan")}, tmp_path)

@@ -96,7 +96,7 @@ def test_folder_images_go_through_the_eval_transform(
         *(f"dataset.transform.{key}={value}" for key, value in SMALL.items()),
     )
     ckpt = untrained_checkpoint(cfg, tmp_path / "folder.ckpt")
-    query = tree.root / "class_3" / "img_2.jpg"
+    query = tree.root / "class_003" / "img_2.jpg"
     result = search(
         compose_cfg(
             f"ckpt_path={ckpt}",

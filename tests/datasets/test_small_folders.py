@@ -43,14 +43,14 @@ def test_six_classes_of_eight_give_splits_every_query_can_match(tmp_path: Path) 
     splits = folder(root, split="samples").load()
     assert per_class(splits.val) == per_class(splits.test) == {c: 2 for c in range(6)}
     assert per_class(splits.train) == {c: 4 for c in range(6)}
-    assert splits.train.class_names == [f"class_{c}" for c in range(6)]
+    assert splits.train.class_names == [f"class_{c:03d}" for c in range(6)]
 
 
 def test_classes_too_small_to_hold_out_stay_whole_in_training(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = make_imagefolder(tmp_path, per_class=8).root
-    for extra in (root / "class_1").glob("img_[3-7].*"):
+    for extra in (root / "class_001").glob("img_[3-7].*"):
         extra.unlink()
     with caplog.at_level(logging.WARNING):
         splits = folder(root).load()
@@ -89,7 +89,7 @@ def test_a_split_no_query_could_match_stops_at_start(
 
 def test_single_image_test_classes_stop_at_start(tmp_path: Path) -> None:
     root = make_imagefolder(tmp_path, per_class=6).root
-    for name in ("class_3", "class_4", "class_5"):
+    for name in ("class_003", "class_004", "class_005"):
         for extra in (root / name).glob("img_[1-5].*"):
             extra.unlink()
     with pytest.raises(DmlError, match=r"the test split has no class with 2 items"):
@@ -132,12 +132,12 @@ def test_small_folder_trains_to_finite_metrics_and_embed_names_classes_and_files
     metrics = train(cfg, tmp_path / "run")
     nan = [key for key, value in metrics.items() if not math.isfinite(value)]
     assert not nan, nan
-    assert legends == [[f"class_{c}" for c in range(6)]]
+    assert legends == [[f"class_{c:03d}" for c in range(6)]]
     out = tmp_path / "emb.npz"
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     embed(compose_cfg(*common, f"ckpt_path={ckpt}", f"out={out}", config_name="embed"))
     data = np.load(out)
-    assert data["class_names"].tolist() == [f"class_{c}" for c in range(6)]
+    assert data["class_names"].tolist() == [f"class_{c:03d}" for c in range(6)]
     assert len(data["paths"]) == len(data["labels"]) == 24
     for path, label in zip(data["paths"], data["labels"], strict=True):
         assert Path(path).parent.name == data["class_names"][label]
