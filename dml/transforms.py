@@ -177,6 +177,17 @@ class ImageTransforms:
         )
 
 
+def preprocessing(transform: object | None) -> dict[str, Any] | None:
+    """A dataset transform's evaluation preprocessing as plain values, for the metadata of
+    an exported model: all of it for photographs (:meth:`ImageTransforms.preprocessing`),
+    the normalisation alone for another transform that normalises, None otherwise."""
+    if isinstance(transform, ImageTransforms):
+        return transform.preprocessing()
+    if isinstance(transform, NormalisesPixels):
+        return {"mean": list(transform.mean), "std": list(transform.std)}
+    return None
+
+
 class SmallImageTransforms:
     """Augmentation for small images already held as [C, H, W] tensors in [0, 1] (MNIST).
 

@@ -122,6 +122,24 @@ def test_small_images_have_no_model_preprocessing(compose_cfg: Callable[..., Dic
     assert resolved_preprocessing(compose_cfg("dataset=mnist5k")) is None
 
 
+def test_the_preprocessing_of_any_transform_for_export_metadata() -> None:
+    from dml.transforms import ImageTransforms, SmallImageTransforms, preprocessing
+
+    photo = ImageTransforms(crop_size=64, resize_size=72, interpolation="bicubic")
+    assert preprocessing(photo) == {
+        "resize_size": 72,
+        "crop_size": 64,
+        "interpolation": "bicubic",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+    assert preprocessing(SmallImageTransforms(mean=[0.5], std=[0.25])) == {
+        "mean": [0.5],
+        "std": [0.25],
+    }
+    assert preprocessing(None) is None
+
+
 def test_an_unknown_model_name_is_one_line_at_the_config_check(
     image_cfg: Callable[..., DictConfig],
 ) -> None:
