@@ -73,8 +73,11 @@ class TimmBackbone(nn.Module):
         file = existing_file(weights) if weights is not None else None
         if file is None and pretrained:
             file = pretrained_file(name)
-        options: dict[str, Any] = {"in_chans": int(input_shape[0])}
-        options["img_size"] = int(input_shape[1])
+        height, width = int(input_shape[1]), int(input_shape[2])
+        options: dict[str, Any] = {
+            "in_chans": int(input_shape[0]),
+            "img_size": height if height == width else (height, width),
+        }
         if drop_path_rate > 0:
             options["drop_path_rate"] = float(drop_path_rate)
         self.trunk = build_trunk(name, file, **options)

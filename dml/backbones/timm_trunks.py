@@ -102,14 +102,14 @@ def build_trunk(name: str, file: Path | None, **kwargs: Any) -> nn.Module:
         except DmlError:
             raise
         except Exception as exc:  # torch and the file readers fail with many types
-            problems.append(summary(exc))
+            problems.append(first_complaint(exc))
             continue
         trunk.reset_classifier(0)
         return trunk
     raise DmlError(f"{file} does not hold weights of timm's {name}: {problems[0]}")
 
 
-def summary(exc: Exception) -> str:
+def first_complaint(exc: Exception) -> str:
     """The first informative line of a loading error, at most 300 characters."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if not lines:

@@ -1,6 +1,6 @@
 """backbone=timm inside a run: the optimizer's layer-wise groups, bf16-mixed precision,
-torch.compile, and a checkpoint that evaluates without the pretrained weights it began
-from."""
+torch.compile, a checkpoint that evaluates without the pretrained weights it began from,
+and an exported model that embeds as dml does."""
 
 from __future__ import annotations
 
@@ -105,3 +105,34 @@ def test_compile_trains_a_vit(
     )
     metrics = train(cfg, tmp_path)
     assert 0 <= metrics["test/map_at_r"] <= 1
+
+
+def test_an_exported_clip_vit_matches_dml_embed_from_the_documented_pixels(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """CLIP's mean and std go inside the exported model; a service resizes (bicubic, as
+    the model's data config says), crops and scales to [0, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    from dml.config.build import build_datamodule
+    from dml.transforms import ImageTransforms
+    from tests.commands.test_export import embed_test_split, exported_embeddings
+    from tests.fixtures.checkpoints import untrained_checkpoint
+
+    tree = make_imagefolder(tmp_path, num_classes=4, per_class=5)
+    cfg = compose_cfg(
+        *TINY,
+        "backbone.name=vit_xsmall_patch16_clip_224.tinyclip_yfcc15m",
+        "backbone.pretrained=false",
+        f"dataset.data_dir={tree.root}",
+    )
+    ckpt = untrained_checkpoint(cfg, tmp_path / "run.ckpt")
+    expected = embed_test_split(compose_cfg, ckpt, tmp_path / "test.npz")
+    preprocess = ImageTransforms(crop_size=32, resize_size=35, interpolation="bicubic")
+    test = build_datamodule(cfg, training=False).splits.test
+    pixels = torch.stack([preprocess.pixel_transform()(Image.open(p)) for p in test.paths])
+    for name, embeddings in exported_embeddings(
+        compose_cfg, ckpt, tmp_path, pixels.numpy()
+    ).items():
+        np.testing.assert_allclose(embeddings, expected, atol=1e-4, err_msg=name)
