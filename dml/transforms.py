@@ -13,12 +13,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from dml.errors import DmlError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The resampling filters a model's data config may name (timm's names).
+INTERPOLATIONS = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
 
 Transform = Callable[[Any], Tensor]
 
@@ -82,8 +88,10 @@ class ImageTransforms:
 
     Training takes a random resized crop and a horizontal flip; evaluation resizes the
     short side to ``resize_size`` and takes the centre ``crop_size`` square, so train and
-    eval inputs have the same size. The input is an RGB PIL image: the benchmarks mix
-    greyscale and CMYK files among RGB ones, and the reader
+    eval inputs have the same size. Both resample with ``interpolation``: the filter the
+    backbone was pretrained with (bicubic for most timm models), since a network's
+    features shift with the blur of another filter. The input is an RGB PIL image: the
+    benchmarks mix greyscale and CMYK files among RGB ones, and the reader
     (:func:`dml.datasets.image_files.read_image`) converts every file once as it decodes it,
     so no step here copies the image again.
     """
@@ -96,6 +104,7 @@ class ImageTransforms:
         horizontal_flip: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        interpolation: str = "bilinear",
     ) -> None:
         if crop_size < 1 or resize_size < crop_size:
             raise DmlError(
@@ -114,6 +123,23 @@ class ImageTransforms:
         self.mean = _floats("mean", mean, 3)
         self.std = _floats("std", std, 3)
         _check_normalisation(self.mean, self.std)
+        if interpolation not in INTERPOLATIONS:
+            raise DmlError(
+                f"dataset.transform.interpolation={interpolation!r} is not one of "
+                f"{', '.join(INTERPOLATIONS)}"
+            )
+        self.interpolation = interpolation
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What the evaluation transform does, as plain values: the record a run keeps and
+        an exported model's user needs to feed it the same pixels."""
+        return {
+            "resize_size": self.resize_size,
+            "crop_size": self.crop_size,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
     @staticmethod
     def _to_pixels() -> list[Any]:
@@ -121,7 +147,12 @@ class ImageTransforms:
 
     def train_transform(self) -> Transform:
         steps: list[Any] = [
-            v2.RandomResizedCrop(self.crop_size, scale=self.crop_scale, antialias=True),
+            v2.RandomResizedCrop(
+                self.crop_size,
+                scale=self.crop_scale,
+                interpolation=INTERPOLATIONS[self.interpolation],
+                antialias=True,
+            ),
         ]
         if self.horizontal_flip:
             steps.append(v2.RandomHorizontalFlip())
@@ -135,11 +166,26 @@ class ImageTransforms:
         a model exported by `dml export` (which normalises inside) takes."""
         return v2.Compose(
             [
-                v2.Resize(self.resize_size, antialias=True),
+                v2.Resize(
+                    self.resize_size,
+                    interpolation=INTERPOLATIONS[self.interpolation],
+                    antialias=True,
+                ),
                 v2.CenterCrop(self.crop_size),
                 *self._to_pixels(),
             ]
         )
+
+
+def preprocessing(transform: object | None) -> dict[str, Any] | None:
+    """A dataset transform's evaluation preprocessing as plain values, for the metadata of
+    an exported model: all of it for photographs (:meth:`ImageTransforms.preprocessing`),
+    the normalisation alone for another transform that normalises, None otherwise."""
+    if isinstance(transform, ImageTransforms):
+        return transform.preprocessing()
+    if isinstance(transform, NormalisesPixels):
+        return {"mean": list(transform.mean), "std": list(transform.std)}
+    return None
 
 
 class SmallImageTransforms:

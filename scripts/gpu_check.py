@@ -8,7 +8,9 @@ the cub200_resnet50 preset shrunk to small batches and one epoch:
    (TF32 is switched off for the GPU evaluation: with it, convolutions round to 10-bit
    mantissas and the embeddings are not the float32 ones the CPU computes);
 3. ``trainer=gpu trainer.strategy=ddp trainer.devices=1`` trains over NCCL;
-4. ``backbone.compile=true`` trains on the GPU.
+4. ``backbone.compile=true`` trains on the GPU;
+5. a timm ViT (the cub200_vit_small_dino preset, ``backbone.pretrained=false``) trains with
+   ``precision=16-mixed``.
 
 One line per check: PASS, FAIL or SKIP with the reason. Without CUDA every GPU check is
 skipped and the CPU parts still run (the checkpoint is then trained on the CPU), which is
@@ -105,13 +107,21 @@ def main() -> int:
         "trainer.max_epochs=1",
         "logger=none",
     ]
+    vit = [
+        "experiment=cub200_vit_small_dino",
+        "backbone.pretrained=false",
+        *(o for o in common[1:] if not o.startswith("backbone.")),
+    ]
     if args.limit_batches is not None:
-        common.append(f"+trainer.limit_train_batches={args.limit_batches}")
+        for overrides in (common, vit):
+            overrides.append(f"+trainer.limit_train_batches={args.limit_batches}")
 
-    def train(name: str, *extra: str) -> tuple[subprocess.CompletedProcess[str], Path, float]:
+    def train(
+        name: str, *extra: str, base: list[str] = common
+    ) -> tuple[subprocess.CompletedProcess[str], Path, float]:
         run_dir = out / name
         begin = time.perf_counter()
-        result = run_dml(["train", *common, *extra, f"hydra.run.dir={run_dir}"])
+        result = run_dml(["train", *base, *extra, f"hydra.run.dir={run_dir}"])
         return result, run_dir, time.perf_counter() - begin
 
     fp16 = "trainer=gpu precision=16-mixed channels_last"
@@ -158,14 +168,22 @@ def main() -> int:
         same, detail = compare_metrics(cpu_eval, gpu_eval)
         report.line("PASS" if same else "FAIL", equal, detail)
 
-    for check, name, extra in (
-        ("trainer=gpu strategy=ddp devices=1 (NCCL)", "gpu_ddp", ["trainer.strategy=ddp"]),
-        ("trainer=gpu backbone.compile=true", "gpu_compile", ["backbone.compile=true"]),
+    for check, name, extra, base in (
+        ("trainer=gpu strategy=ddp devices=1 (NCCL)", "gpu_ddp", ["trainer.strategy=ddp"], common),
+        ("trainer=gpu backbone.compile=true", "gpu_compile", ["backbone.compile=true"], common),
+        (
+            "timm ViT-S/16 (cub200_vit_small_dino) trainer=gpu precision=16-mixed",
+            "gpu_vit_16_mixed",
+            ["trainer.precision=16-mixed"],
+            vit,
+        ),
     ):
         if not cuda:
             report.line("SKIP", check, no_cuda)
             continue
-        result, run_dir, seconds = train(name, "trainer=gpu", "trainer.devices=1", *extra)
+        result, run_dir, seconds = train(
+            name, "trainer=gpu", "trainer.devices=1", *extra, base=base
+        )
         if result.returncode == 0:
             recall = metrics_of(run_dir)["test/recall_at_1"]
             report.line("PASS", check, f"test/recall_at_1={recall:.4f}, {seconds:.0f} s")

@@ -30,6 +30,13 @@ def offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_CONSOLE", "off")
 
 
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing in the tests downloads, on any machine: the Hugging Face hub client's own
+    switch, which dml also applies to torchvision's weights (dml.backbones.downloads)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture
 def compose_cfg() -> Callable[..., DictConfig]:
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:

@@ -1,9 +1,10 @@
 """torchvision ResNets with an embedding head: the standard DML image backbone.
 
-Pretrained weights are only ever read from disk, never downloaded: from a file named in
-``weights``, or, for a torchvision weight name such as ``IMAGENET1K_V1`` (``imagenet``
-is that one, the weights the DML literature fine-tunes), from the torch hub cache, where
-``torchvision`` itself would have stored the download.
+Pretrained weights come from a file named in ``weights`` (.pth or .safetensors), or, for
+a torchvision weight name such as ``IMAGENET1K_V1`` (``imagenet`` is that one, the
+weights the DML literature fine-tunes), through torchvision's weights API: from the torch
+hub cache, downloaded into it on first use where there is a network. Without one, the
+run stops at start in one line (:mod:`dml.backbones.downloads`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import torch
 from torch import Tensor, nn
 from torchvision import models
 
+from dml.backbones.downloads import missing_torch_hub_file, offline_reason, torch_hub_file
+from dml.backbones.weight_files import is_weights_path, read_state_dict
 from dml.errors import DmlError
 
 ARCHITECTURES: dict[str, tuple[Callable[..., models.ResNet], type[models.WeightsEnum]]] = {
@@ -27,54 +28,48 @@ POOLINGS = ("avg", "max", "avgmax")
 # backbone.weights=imagenet: torchvision's original ImageNet weights, which the DML
 # papers (e.g. Roth et al. 2020, through the pretrainedmodels package) start from.
 IMAGENET = "imagenet"
+SCRATCH = "backbone.weights=null"
 
 
-def hub_checkpoint(arch: str, name: str) -> tuple[Path, str]:
-    """Where torchvision caches the named weights, and the URL they come from."""
+def weights_entry(arch: str, name: str) -> models.WeightsEnum:
+    """torchvision's entry for a weight name (``imagenet``, ``IMAGENET1K_V2``, ``DEFAULT``)."""
     enum = ARCHITECTURES[arch][1]
     name = "IMAGENET1K_V1" if name == IMAGENET else name
     try:
-        entry = enum[name] if name != "DEFAULT" else enum.DEFAULT
+        return enum[name] if name != "DEFAULT" else enum.DEFAULT
     except KeyError:
         names = [IMAGENET] + [w.name for w in enum] + ["DEFAULT"]
         raise DmlError(
             f"backbone.weights={name!r} is neither a file nor a torchvision weight name for "
-            f"{arch} ({', '.join(names)}); give a path to a .pth file, a name, or null"
+            f"{arch} ({', '.join(names)}); give a path to a .pth or .safetensors file, a "
+            "name, or null"
         ) from None
-    filename = Path(urlparse(entry.url).path).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename, entry.url
-
-
-def is_path(weights: str) -> bool:
-    return "/" in weights or "\\" in weights or weights.endswith((".pth", ".pt"))
 
 
 def load_pretrained(arch: str, weights: str) -> dict[str, Tensor]:
     """The state dict named by ``weights``; the error says where the file should be."""
-    if is_path(weights):
-        path, url = Path(weights).expanduser(), None
-    else:
-        path, url = hub_checkpoint(arch, weights)
-    if not path.is_file():
-        source = (
-            f"the file {path.name} must be in the folder {path.parent} (the torch hub cache; "
-            f"download {url} on a machine with network and copy it there, or point "
-            "TORCH_HOME at the folder above hub/)"
-            if url
-            else f"put a {arch} state dict there (torchvision's ImageNet weights, for instance)"
-        )
-        raise DmlError(
-            f"pretrained {arch} weights not found at {path}: {source}; or set "
-            "backbone.weights=/path/to/file.pth, or backbone.weights=null to train from scratch"
-        )
+    if is_weights_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise DmlError(
+                f"pretrained {arch} weights not found at {path}: put a {arch} state dict "
+                "there (torchvision's ImageNet weights, for instance), or set "
+                f"backbone.weights to a torchvision weight name, or {SCRATCH} to train "
+                "from scratch"
+            )
+        return read_state_dict(path)
+    entry = weights_entry(arch, weights)
+    path = torch_hub_file(entry.url)
+    if path.is_file():
+        return read_state_dict(path)
+    what = f"pretrained {arch} weights"
+    reason = offline_reason(entry.url)
+    if reason is not None:
+        raise missing_torch_hub_file(what, entry.url, reason, SCRATCH)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load signals a damaged file with many exception types
-        raise DmlError(f"cannot read pretrained weights {path}: {exc}") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise DmlError(f"{path} holds a {type(state).__name__}, not a state dict")
+        state = entry.get_state_dict(progress=True)
+    except Exception as exc:  # urllib, hash and unpickling failures have many types
+        raise DmlError(f"downloading {entry.url} for {what} failed: {exc}") from None
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 

@@ -9,7 +9,12 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from dml.commands.final_metrics import check_final_metrics
-from dml.config.build import build, build_datamodule, build_module
+from dml.config.build import (
+    build,
+    build_datamodule,
+    build_module,
+    without_pretrained_weights,
+)
 from dml.reporting.console import print_metrics_table
 from dml.reporting.evaluation_plots import write_evaluation_plots
 from dml.reporting.history import EpochHistoryLogger
@@ -49,7 +54,7 @@ def load_trained(cfg: DictConfig) -> tuple[DictConfig, EmbeddingModule, Embeddin
     checkpoint = load_checkpoint(cfg.ckpt_path)
     config = checkpoint_config(cfg, checkpoint["dml_config"])
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = build_module(config)
+    module = build_module(without_pretrained_weights(config))
     load_weights(module, checkpoint["state_dict"], cfg.ckpt_path)
     module.weights_epoch = weights_epoch(checkpoint)
     return config, module, build_datamodule(config, training=False)

@@ -120,7 +120,7 @@ def input_description(
     if isinstance(transform, ImageTransforms):
         return (
             f"{shape} RGB pixels in [0, 1]: convert to RGB, resize the shorter side to "
-            f"{transform.resize_size} (bilinear, antialiased), centre-crop "
+            f"{transform.resize_size} ({transform.interpolation}, antialiased), centre-crop "
             f"{transform.crop_size}×{transform.crop_size}, scale to [0, 1]; the mean/std "
             "normalisation is inside the model"
         )

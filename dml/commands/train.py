@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from dml.commands.final_metrics import check_final_metrics
 from dml.config.build import build, build_datamodule, build_module
 from dml.config.checks import check_config
+from dml.config.preprocessing import announce
 from dml.errors import DmlError
 from dml.metrics.baseline import raw_input_baseline
 from dml.reporting.console import print_metrics_table
@@ -43,6 +44,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
     if is_rank_zero():
         check_writable(run_dir)
     ckpt_path = resume_checkpoint(cfg, run_dir)
+    announce(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     pseudo_labeler = build(cfg.get("semi"))
     # The model first: missing weights or a compile failure show before the data loads.

@@ -6,6 +6,7 @@ turns a constructor's DmlError into its own one-line message.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -87,6 +88,22 @@ def build_backbone(cfg: DictConfig) -> Any:
     trainer = cfg.get("trainer")
     device = "cuda" if trainer is not None and runs_on_gpu(trainer) else "cpu"
     return accelerate(build(node), device=device, **options)
+
+
+# Keys of the built-in backbones that fetch pretrained weights, and their "none" values.
+PRETRAINED_KEYS = {"pretrained": False, "weights": None}
+
+
+def without_pretrained_weights(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` whose backbone starts random: for a model about to receive every
+    weight from a checkpoint (dml eval, embed, search, export), where fetching the
+    pretrained ones first would only cost time, or fail on a machine without them."""
+    result = copy.deepcopy(cfg)
+    with open_dict(result):
+        for key, value in PRETRAINED_KEYS.items():
+            if key in result.backbone:
+                result.backbone[key] = value
+    return result
 
 
 def build_loss(cfg: DictConfig) -> tuple[Any, bool]:

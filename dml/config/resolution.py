@@ -16,6 +16,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dml.errors import DmlError
 
+# How OmegaConf reports a DmlError raised inside a resolver.
+RESOLVER_ERROR = "DmlError raised while resolving interpolation: "
+
 
 def check_resolvable(cfg: DictConfig) -> None:
     """Raise a one-line DmlError if any interpolation of ``cfg`` cannot be resolved."""
@@ -24,6 +27,9 @@ def check_resolvable(cfg: DictConfig) -> None:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "the config"
         reason = str(exc).strip().splitlines()[0]
+        if reason.startswith(RESOLVER_ERROR):
+            # A resolver's own one-line error (e.g. an unknown backbone.name) says it all.
+            raise DmlError(reason.removeprefix(RESOLVER_ERROR)) from None
         raise DmlError(f"{key} cannot be resolved: {reason}{group_hint(cfg)}") from None
 
 

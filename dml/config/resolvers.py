@@ -4,6 +4,10 @@ every entry point (the CLI, Hydra's compose API in tests and notebooks) has them
 ``${dml.feature_shape:PATH,LABELS_PATH,COLUMNS}`` and ``${dml.feature_classes:...}`` read
 a feature file's row shape and class count (``conf/dataset/features.yaml``), so the
 backbone and the per-class losses fit the user's file without the user counting columns.
+
+``${dml.model_input:KEY}`` is what the run's backbone expects of its input (crop_size,
+resize_size, interpolation, mean, std; ``conf/dataset/transform/imagenet.yaml``), so the
+transform follows the model unless the user sets the key (:mod:`dml.config.preprocessing`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,17 @@ def _feature_classes(path: Any, labels_path: Any = None, columns: Any = None) ->
     return file_num_classes(path, labels_path, _columns(columns))
 
 
-RESOLVERS = {"dml.feature_shape": _feature_shape, "dml.feature_classes": _feature_classes}
+def _model_input(key: str, *, _parent_: Any, _root_: Any) -> Any:
+    from dml.config.preprocessing import model_input_value
+
+    return model_input_value(key, _parent_, _root_)
+
+
+RESOLVERS = {
+    "dml.feature_shape": _feature_shape,
+    "dml.feature_classes": _feature_classes,
+    "dml.model_input": _model_input,
+}
 
 
 def register_resolvers() -> None:

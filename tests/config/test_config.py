@@ -52,11 +52,11 @@ def test_every_option_instantiates(
     compose_cfg: Callable[..., DictConfig], group: str, option: str, tmp_path
 ) -> None:
     # ImageNet networks need RGB inputs; no pretrained weights can be downloaded here.
-    extra = (
-        ["backbone.input_shape=[3,64,64]", "backbone.weights=null"]
-        if option.startswith("resnet")
-        else []
-    )
+    extra = []
+    if option.startswith("resnet"):
+        extra = ["backbone.input_shape=[3,64,64]", "backbone.weights=null"]
+    elif option == "timm":
+        extra = ["backbone.input_shape=[3,64,64]", "backbone.pretrained=false"]
     cfg = compose_cfg(f"{group}={option}", *extra)
     node = cfg[group]
     param = torch.nn.Parameter(torch.zeros(1))
