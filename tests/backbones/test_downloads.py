@@ -80,7 +80,9 @@ def test_a_host_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) ->
         reason = offline_reason(f"http://127.0.0.1:{silent.getsockname()[1]}/")
     finally:
         silent.close()
-    assert reason is not None and "did not answer within 0.2 s" in reason
+    # The join and the socket share the timeout, so either may end the wait first.
+    assert reason is not None
+    assert "did not answer within 0.2 s" in reason or "unreachable: timed out" in reason
 
 
 def test_timm_tries_safetensors_first() -> None:
