@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dml.backbones.acceleration import accelerate
 from dml.config.optimization import check_optimization
 from dml.datasets.base import DatasetSource
-from dml.datasets.folds import class_folds
+from dml.datasets.splitting import class_folds
 from dml.errors import DmlError
 from dml.losses.compat import check_compatible
 from dml.metrics.neighbours import check_backend

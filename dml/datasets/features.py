@@ -21,15 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dml.datasets.base import SPLITS, DatasetSource, DataSplits, TensorLabeledDataset, split_indices
+from dml.datasets.base import DatasetSource, DataSplits, TensorLabeledDataset
 from dml.datasets.feature_files import LABEL, SPLIT, FeatureTable, read_feature_file
-from dml.datasets.held_out import (
-    HELD_OUT_MIN,
-    TRAINED_MIN,
-    report_kept_whole,
-    require_matches,
-    take_per_class,
-)
+from dml.datasets.splitting import SPLITS, check_split_settings, marked_split, split_indices
 from dml.errors import DmlError
 
 log = logging.getLogger(__name__)
@@ -118,16 +112,7 @@ class FeatureFile(DatasetSource):
         standardize: bool = True,
         seed: int = 0,
     ) -> None:
-        if split not in SPLIT_MODES:
-            raise DmlError(f"dataset.split={split!r} is not one of {', '.join(SPLIT_MODES)}")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < value < 1:
-                raise DmlError(f"dataset.{name}={value} must lie strictly between 0 and 1")
-        if split == "samples" and val_fraction + test_fraction >= 1:
-            raise DmlError(
-                f"dataset.val_fraction + dataset.test_fraction = {val_fraction + test_fraction}"
-                " leaves no training data; make their sum less than 1"
-            )
+        check_split_settings(split, val_fraction, test_fraction, SPLIT_MODES)
         if isinstance(feature_columns, str):
             feature_columns = [feature_columns]
         self.path = path
@@ -163,7 +148,11 @@ class FeatureFile(DatasetSource):
         mode = self.split_mode(table)
         rng = np.random.default_rng(self.seed)
         if mode == "file":
-            train, val, test = self.file_split(table, rng)
+            assert table.split is not None
+            where = f"{table.path}: {table.field(SPLIT)}"
+            train, val, test = marked_split(
+                table.labels, table.split, self.val_fraction, rng, where
+            )
         else:
             train, val, test = split_indices(
                 table.labels,
@@ -226,39 +215,6 @@ class FeatureFile(DatasetSource):
                 "%s: dataset.split=%s; the file's own split is not used", table.path, self.split
             )
         return self.split
-
-    def file_split(
-        self, table: FeatureTable, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The rows marked train, val and test. A file with no val rows gets a stratified
-        ``val_fraction`` of the train rows as validation."""
-        assert table.split is not None
-        parts = {name: np.flatnonzero(table.split == name) for name in ("train", "val", "test")}
-        for name in ("train", "test"):
-            if len(parts[name]) == 0:
-                raise DmlError(
-                    f"{table.path}: {table.field(SPLIT)} marks no row {name!r}; mark some, "
-                    "or use dataset.split=samples or classes"
-                )
-        train, val = parts["train"], parts["val"]
-        if len(val) == 0:
-            taken, too_small = take_per_class(table.labels[train], self.val_fraction, rng)
-            report_kept_whole(
-                table.labels[train],
-                too_small,
-                HELD_OUT_MIN + TRAINED_MIN,
-                f"{table.path} (no 'val' rows)",
-                "val",
-            )
-            val = train[taken]
-            train = np.setdiff1d(train, val)
-        for name, index in (("val", val), ("test", parts["test"])):
-            require_matches(
-                table.labels[index],
-                name,
-                f"mark two or more rows of some class {name!r} in {table.path}",
-            )
-        return rng.permutation(train), val, parts["test"]
 
 
 def standardized(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Any folder-per-class image tree: ``data_dir/<class name>/**/<image>``.
 
 Unlike the benchmarks it has no split of its own, so it is split the way in-memory
-datasets are (:func:`dml.datasets.base.split_indices`): ``split=classes`` trains on the
+datasets are (:func:`dml.datasets.splitting.split_indices`): ``split=classes`` trains on the
 first ``train_classes`` class folders in sorted order and tests on the rest;
 ``split=samples`` holds out a stratified fraction of every class.
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dml.datasets.base import SPLITS, DataSplits, split_indices
-from dml.datasets.folds import split_folds_problem
+from dml.datasets.base import DataSplits
 from dml.datasets.image_files import IMAGE_SUFFIXES, ImageList, group_numbers
 from dml.datasets.images import ImageSource
+from dml.datasets.splitting import check_split_settings, no_folds_reason, split_indices
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms
 
@@ -58,18 +58,14 @@ class ImageFolder(ImageSource):
             verify_images=verify_images,
             seed=seed,
         )
-        if split not in SPLITS:
-            raise DmlError(f"dataset.split={split!r} is not one of {SPLITS}")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < value < 1:
-                raise DmlError(f"dataset.{name}={value} must lie strictly between 0 and 1")
+        check_split_settings(split, val_fraction, test_fraction)
         self.split_by = split
         self.test_fraction = test_fraction
         self.train_classes = train_classes
         self.class_names: list[str] | None = None
 
     def folds_problem(self) -> str | None:
-        return split_folds_problem(self.split_by)
+        return no_folds_reason(self.split_by)
 
     def read(self, root: Path) -> dict[str, ImageList]:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

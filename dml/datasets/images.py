@@ -25,9 +25,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from dml.datasets.base import DatasetSource, DataSplits, hold_out_val
-from dml.datasets.folds import split_folds_problem
+from dml.datasets.base import DatasetSource, DataSplits
 from dml.datasets.image_files import ImageList, ImageListDataset, image_problem
+from dml.datasets.splitting import hold_out_val, no_folds_reason, train_class_count
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms, Transform
 
@@ -41,7 +41,7 @@ class ImageSource(DatasetSource):
     """An image benchmark read from ``data_dir``; subclasses parse its annotation files.
 
     The benchmark fixes which classes train and which test. Validation is carved out of
-    the training partition (see :func:`dml.datasets.base.hold_out_val`): by default whole
+    the training partition (see :func:`dml.datasets.splitting.hold_out_val`): by default whole
     classes (``val_split=classes``), so that validation retrieval, like the test, runs on
     classes the model never trained on.
     """
@@ -84,7 +84,7 @@ class ImageSource(DatasetSource):
 
     def folds_problem(self) -> str | None:
         """The benchmark's test classes are apart already; folds replace a class hold-out."""
-        return split_folds_problem(self.val_split, "dataset.val_split")
+        return no_folds_reason(self.val_split, "dataset.val_split")
 
     def find_root(self) -> Path:
         """The folder that holds the annotations; subclasses accept a parent folder too."""
@@ -226,12 +226,8 @@ class ClassRangeSource(ImageSource):
             verify_images,
             seed,
         )
-        if not 0 < train_classes < num_classes:
-            raise DmlError(
-                f"dataset.train_classes={train_classes} must lie between 1 and "
-                f"{num_classes - 1}: class ids up to it train, the others test"
-            )
-        self.train_classes = train_classes
+        # Class ids up to train_classes train, the others test.
+        self.train_classes = train_class_count(num_classes, train_classes)
 
     @abstractmethod
     def read_all(self, root: Path) -> ImageList:

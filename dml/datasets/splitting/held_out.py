@@ -1,12 +1,15 @@
-"""How many items of each class a held-out split takes, so that every split can be evaluated.
+"""How many items of each class a held-out split takes, and when a split can score retrieval.
 
 A retrieval query needs another item of its class among the references, so a class that
 appears in a held-out split (val or test) appears there with at least two items; and the
 training split keeps at least two items of it, so that P×K batches still hold a positive
 pair. A class too small for both stays whole in training, with a warning, instead of
-leaving single items in val or test that no query can match (every retrieval metric of a
-split made only of those is NaN). A split left with no class at all stops the run at start
-with the numbers and the fix.
+leaving single items in val or test that no query can match.
+
+A split scores retrieval only with two classes or more, one of them with two items: with
+one class every neighbour of a query is relevant and MAP@R is 1.0 whatever the model,
+and with no class of two items no query has a match and every metric is NaN. A split
+that cannot score stops the run at start with the numbers and the fix.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 HELD_OUT_MIN = 2
 #: Items of a class that training keeps: one positive pair.
 TRAINED_MIN = 2
+#: Classes a split that scores retrieval needs: a relevant and an irrelevant one.
+SCORED_CLASSES_MIN = 2
 
 
 def take_per_class(
@@ -36,9 +41,8 @@ def take_per_class(
 
     Each class gives ``round(fraction * size)`` items, raised to ``held_min`` and capped so
     that ``trained_min`` stay behind; a class smaller than ``held_min + trained_min`` gives
-    none and is returned among the too-small classes. Classes are drawn in sorted order, one
-    ``rng.choice`` each, so a class large enough for its plain share is split exactly as by
-    :func:`dml.datasets.base.stratified_take`.
+    none and is returned among the too-small classes. Classes are drawn in sorted order,
+    one ``rng.choice`` each, so the same seed always takes the same items.
     """
     taken, too_small = [], []
     for cls in np.unique(labels):
@@ -52,16 +56,24 @@ def take_per_class(
     return index, np.asarray(too_small, dtype=labels.dtype)
 
 
-def report_kept_whole(
-    labels: np.ndarray, too_small: np.ndarray, needed: int, setting: str, held: str
-) -> None:
-    """Warn that ``too_small`` classes stay whole in training; fail if no class was held out.
+def hold_out_per_class(
+    labels: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator,
+    setting: str,
+    held: str = "val",
+    held_min: int = HELD_OUT_MIN,
+) -> np.ndarray:
+    """Sorted indices of a ``fraction`` of every class large enough (:func:`take_per_class`).
 
-    ``setting`` names the split setting (``dataset.split=samples``), ``held`` what was held
-    out (``val and test``); ``needed`` is the class size that holding out takes.
+    The classes too small stay whole in training, with one warning; if no class is large
+    enough the run stops. ``setting`` names what asked for the hold-out
+    (``dataset.split=samples``) and ``held`` what is held out (``val and test``).
     """
+    taken, too_small = take_per_class(labels, fraction, rng, held_min=held_min)
     if len(too_small) == 0:
-        return
+        return taken
+    needed = held_min + TRAINED_MIN
     classes, counts = np.unique(labels, return_counts=True)
     if len(too_small) == len(classes):
         raise DmlError(
@@ -82,13 +94,29 @@ def report_kept_whole(
         first,
         counts[np.searchsorted(classes, first)],
     )
+    return taken
 
 
-def require_matches(labels: np.ndarray, split: str, fix: str) -> None:
-    """Fail unless some class of a held-out split has two items (a query and its match)."""
-    _, counts = np.unique(labels, return_counts=True)
-    if len(counts) == 0 or counts.max() < HELD_OUT_MIN:
-        raise DmlError(
-            f"the {split} split has no class with {HELD_OUT_MIN} items, so no query has a "
-            f"match and every retrieval metric would be NaN; {fix}"
+def scoring_problem(labels: np.ndarray) -> str | None:
+    """Why a split with these labels cannot score retrieval, or None if it can."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) == 0:
+        return "holds no item"
+    if len(classes) < SCORED_CLASSES_MIN:
+        return (
+            f"holds a single class ({classes[0]}), so every neighbour of a query is of its "
+            "class and every retrieval metric would be 1.0 whatever the model"
         )
+    if counts.max() < HELD_OUT_MIN:
+        return (
+            f"has no class with {HELD_OUT_MIN} items, so no query has a match and every "
+            "retrieval metric would be NaN"
+        )
+    return None
+
+
+def require_scorable(labels: np.ndarray, split: str, fix: str) -> None:
+    """Stop the run unless the ``split`` split (val, test) can score retrieval."""
+    problem = scoring_problem(labels)
+    if problem is not None:
+        raise DmlError(f"the {split} split {problem}; {fix}")
