@@ -84,7 +84,7 @@ class ImageTransforms:
     short side to ``resize_size`` and takes the centre ``crop_size`` square, so train and
     eval inputs have the same size. The input is an RGB PIL image: the benchmarks mix
     greyscale and CMYK files among RGB ones, and the reader
-    (:func:`dml.datasets.image_files.read_image`) converts every file once as it decodes it,
+    (:func:`dml.datasets.images.files.read_image`) converts every file once as it decodes it,
     so no step here copies the image again.
     """
 

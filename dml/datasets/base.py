@@ -8,7 +8,7 @@ also exposes all its labels at once, which the class-balanced sampler needs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -176,6 +176,7 @@ class DatasetSource(ABC):
         self.class_folds = folds
 
 
+@dataclass(kw_only=True, eq=False)
 class ArraySource(DatasetSource):
     """A source whose data fits in memory as one array; it is split here.
 
@@ -188,28 +189,23 @@ class ArraySource(DatasetSource):
 
     ``transform`` (e.g. :class:`dml.transforms.SmallImageTransforms`) augments the training
     split item by item and normalises every split; without it items are returned as stored.
+
+    The settings are fields, passed by keyword as Hydra passes ``dataset.*``, so that a
+    subclass declares only its own.
     """
 
-    def __init__(
-        self,
-        input_shape: list[int],
-        num_classes: int,
-        split: str = "samples",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        train_classes: int | None = None,
-        seed: int = 0,
-        transform: TransformPair | None = None,
-    ) -> None:
-        check_split_settings(split, val_fraction, test_fraction)
-        self.input_shape = list(input_shape)
-        self.num_classes = num_classes
-        self.split = split
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.train_classes = train_classes
-        self.seed = seed
-        self.transform = transform
+    input_shape: Sequence[int]
+    num_classes: int
+    split: str = "samples"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    train_classes: int | None = None
+    seed: int = 0
+    transform: TransformPair | None = None
+
+    def __post_init__(self) -> None:
+        check_split_settings(self.split, self.val_fraction, self.test_fraction)
+        self.input_shape = [int(n) for n in self.input_shape]
 
     @abstractmethod
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:

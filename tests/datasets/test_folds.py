@@ -18,14 +18,14 @@ from omegaconf import DictConfig
 
 from dml.config.build import build_source
 from dml.datasets.base import DatasetSource
-from dml.datasets.cars196 import Cars196
-from dml.datasets.cub200 import CUB200
-from dml.datasets.imagefolder import ImageFolder
-from dml.datasets.inshop import InShop
-from dml.datasets.mnist import TorchvisionMNIST
-from dml.datasets.sop import StanfordOnlineProducts
+from dml.datasets.builtin.cars196 import Cars196
+from dml.datasets.builtin.cub200 import CUB200
+from dml.datasets.builtin.inshop import InShop
+from dml.datasets.builtin.mnist import TorchvisionMNIST
+from dml.datasets.builtin.sop import StanfordOnlineProducts
+from dml.datasets.builtin.synthetic import GaussianClusters
 from dml.datasets.splitting import ClassFolds
-from dml.datasets.synthetic import GaussianClusters
+from dml.datasets.user_files.image_folder import ImageFolder
 from dml.errors import DmlError
 from dml.reporting.run_files import split_record
 from tests.fixtures.trees import (

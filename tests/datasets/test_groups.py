@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from dml.datasets.base import GroupedDataset
-from dml.datasets.imagefolder import ImageFolder
-from dml.datasets.inshop import InShop
-from dml.datasets.sop import StanfordOnlineProducts
+from dml.datasets.builtin.inshop import InShop
+from dml.datasets.builtin.sop import StanfordOnlineProducts
+from dml.datasets.user_files.image_folder import ImageFolder
 from tests.fixtures.trees import Tree, small_transform, write_image
 
 SHAPE = [3, 32, 32]

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from dml.datasets.base import DataSplits
-from dml.datasets.cars196 import Cars196
-from dml.datasets.cub200 import CUB200
-from dml.datasets.images import ImageSource
-from dml.datasets.inshop import InShop
-from dml.datasets.sop import StanfordOnlineProducts
+from dml.datasets.builtin.cars196 import Cars196
+from dml.datasets.builtin.cub200 import CUB200
+from dml.datasets.builtin.inshop import InShop
+from dml.datasets.builtin.sop import StanfordOnlineProducts
+from dml.datasets.images.source import ImageSource
 from dml.errors import DmlError
 from tests.fixtures.trees import Tree, make_cars_devkit, small_transform, truncate
 
@@ -202,7 +202,7 @@ def test_truncated_image_is_named_and_can_be_skipped(
     assert "dataset.skip_corrupt=true" in message
 
     source.skip_corrupt = True
-    with caplog.at_level(logging.WARNING, logger="dml.datasets.images"):
+    with caplog.at_level(logging.WARNING, logger="dml.datasets.images.source"):
         splits = source.load()
     assert "skipped 1 unreadable images" in caplog.text and str(victim) in caplog.text
     loaded = [p for s in (splits.train, splits.val, splits.test) for p in s.paths]  # type: ignore[attr-defined]

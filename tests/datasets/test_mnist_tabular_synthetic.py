@@ -9,9 +9,9 @@ import pytest
 import torch
 from torchvision import datasets
 
-from dml.datasets.mnist import RAW_FILES, TorchvisionMNIST
-from dml.datasets.synthetic import GaussianClusters
-from dml.datasets.tabular import SklearnTabular
+from dml.datasets.builtin.mnist import RAW_FILES, TorchvisionMNIST
+from dml.datasets.builtin.sklearn_sets import SklearnTabular
+from dml.datasets.builtin.synthetic import GaussianClusters
 from dml.errors import DmlError
 from dml.transforms import SmallImageTransforms
 from tests.fixtures.trees import make_mnist_raw

@@ -12,7 +12,7 @@ from PIL import Image
 
 from dml.config.build import build_source
 from dml.datasets.base import DataSplits, TensorLabeledDataset
-from dml.datasets.mnist5k import MNIST5k
+from dml.datasets.builtin.mnist5k import MNIST5k
 from dml.datasets.splitting import hold_out_val
 from dml.errors import DmlError
 from dml.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransforms, SmallImageTransforms

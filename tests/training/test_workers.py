@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 
 from dml.config.build import build_datamodule
 from dml.config.checks import check_config
-from dml.datasets.cub200 import CUB200
-from dml.datasets.digits import Digits
+from dml.datasets.builtin.cub200 import CUB200
+from dml.datasets.builtin.digits import Digits
 from dml.errors import DmlError, one_line
 from dml.training import workers
 from dml.training.datamodule import EmbeddingDataModule
@@ -160,7 +160,7 @@ def test_skip_corrupt_warns_once_with_the_path(
     test = cub_source(tree.root, skip_corrupt=True).load().test
     victim = Path(test.paths[0])  # type: ignore[attr-defined]
     damage_inside(victim)
-    with caplog.at_level("WARNING", logger="dml.datasets.images"):
+    with caplog.at_level("WARNING", logger="dml.datasets.images.source"):
         first, again = test[0][0], test[0][0]
     assert torch.equal(first, test[1][0]) and torch.equal(again, first)
     lines = [r.getMessage() for r in caplog.records]

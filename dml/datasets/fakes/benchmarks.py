@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dml.datasets.fake_trees import (
+from dml.datasets.fakes.trees import (
     BenchmarkTree,
     Look,
     write_cars,
