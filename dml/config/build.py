@@ -137,10 +137,12 @@ def build_source(cfg: DictConfig) -> DatasetSource:
     constructor needs them and a source without a class split refuses them in one line.
     """
     node = cfg.dataset.copy()
+    # A fold of a cv.folds job: messages about the folds name the key the user set.
+    setting = "cv.folds" if OmegaConf.select(cfg, "cv.folds") is not None else "dataset.folds"
     with open_dict(node):
         for key in DATAMODULE_KEYS:
             node.pop(key, None)
-        folds = class_folds(node.pop("folds", None), node.pop("fold", 0))
+        folds = class_folds(node.pop("folds", None), node.pop("fold", 0), setting)
     source = build(node)
     if folds is not None:
         source.use_folds(folds)

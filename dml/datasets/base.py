@@ -165,7 +165,7 @@ class DatasetSource(ABC):
         """Why this source cannot validate on class folds, or None if it can."""
         return (
             f"{type(self).__name__} has no class split whose training classes could be "
-            "folded; use a dataset with split=classes, or drop dataset.folds"
+            "folded; use a dataset with split=classes, or drop the folds"
         )
 
     def use_folds(self, folds: ClassFolds) -> None:

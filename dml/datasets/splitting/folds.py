@@ -109,7 +109,7 @@ def no_folds_reason(split: str, key: str = "dataset.split") -> str | None:
         return None
     return (
         f"class folds need {key}=classes (validation on classes apart from the training "
-        f"ones), not {split!r}; set {key}=classes or drop dataset.folds"
+        f"ones), not {split!r}; set {key}=classes or drop the folds"
     )
 
 
