@@ -86,11 +86,13 @@ class EmbeddingDataModule(pl.LightningDataModule):
         if stage in (None, "fit", "validate"):
             evaluated = {"val": splits.val, **evaluated}
         for name, dataset in evaluated.items():
+            groups = dataset.groups if self.eval_groups else None
             require_scorable(
                 dataset.class_labels.numpy(),
                 name,
                 f"{type(self.source).__name__} must give it 2 classes or more, one of them "
-                "with 2 items",
+                "with 2 items" + (" in different groups" if groups is not None else ""),
+                groups.numpy() if groups is not None else None,
             )
 
     def check_groups(self) -> None:

@@ -100,18 +100,9 @@ def test_folds_compose_with_an_in_memory_dataset_through_the_config(
     assert plain["test"]["classes"] == [7, 8, 9]
 
 
-def cub(root: Path) -> CUB200:
-    return CUB200(
-        data_dir=root,
-        input_shape=SHAPE,
-        num_classes=8,
-        train_classes=4,
-        transform=small_transform(),
-    )
-
-
-def cars(root: Path) -> Cars196:
-    return Cars196(
+def class_range(kind: type[CUB200 | Cars196]) -> Callable[[Path], DatasetSource]:
+    """CUB or Cars on a fixture tree of 8 classes, ids 1-4 training."""
+    return lambda root: kind(
         data_dir=root,
         input_shape=SHAPE,
         num_classes=8,
@@ -139,8 +130,8 @@ SOURCES: dict[str, tuple[Callable[[Path], Path], Callable[[Path], DatasetSource]
         lambda root: ImageFolder(data_dir=root, input_shape=SHAPE, transform=small_transform()),
         2,
     ),
-    "cub": (tree_root(make_cub), cub, 2),
-    "cars": (tree_root(make_cars), cars, 2),
+    "cub": (tree_root(make_cub), class_range(CUB200), 2),
+    "cars": (tree_root(make_cars), class_range(Cars196), 2),
     "sop": (
         tree_root(make_sop),
         lambda root: StanfordOnlineProducts(

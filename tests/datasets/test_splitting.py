@@ -276,22 +276,25 @@ def test_the_folds_of_one_seed_are_disjoint_and_cover_the_training_classes() -> 
 
 
 @pytest.mark.parametrize(
-    ("labels", "problem"),
+    ("labels", "groups", "problem"),
     [
-        (np.array([], dtype=np.int64), "holds no item"),
-        (np.array([4, 4, 4]), "holds a single class (4)"),
-        (np.array([0, 1, 2]), "has no class with 2 items"),
-        (np.array([0, 0, 1]), None),
+        (np.array([], dtype=np.int64), None, "holds no item"),
+        (np.array([4, 4, 4]), None, "holds a single class (4)"),
+        (np.array([0, 1, 2]), None, "has no class with 2 items"),
+        (np.array([0, 0, 1]), None, None),
+        # With a query's own group left out, a match must lie in another group.
+        (np.array([0, 0, 1, 1]), np.array([5, 5, 6, 6]), "has no class with items in 2 groups"),
+        (np.array([0, 0, 1, 1]), np.array([5, 7, 6, 6]), None),
     ],
 )
 def test_a_split_scores_retrieval_with_two_classes_and_a_match(
-    labels: np.ndarray, problem: str | None
+    labels: np.ndarray, groups: np.ndarray | None, problem: str | None
 ) -> None:
-    found = scoring_problem(labels)
+    found = scoring_problem(labels, groups)
     assert found is None if problem is None else problem in (found or "")
     if problem is not None:
         with pytest.raises(DmlError, match="the test split .*; add items"):
-            require_scorable(labels, "test", "add items")
+            require_scorable(labels, "test", "add items", groups)
 
 
 @pytest.mark.parametrize(

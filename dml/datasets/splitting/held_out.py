@@ -97,8 +97,12 @@ def hold_out_per_class(
     return taken
 
 
-def scoring_problem(labels: np.ndarray) -> str | None:
-    """Why a split with these labels cannot score retrieval, or None if it can."""
+def scoring_problem(labels: np.ndarray, groups: np.ndarray | None = None) -> str | None:
+    """Why a split with these labels cannot score retrieval, or None if it can.
+
+    ``groups``: evaluated with each query's own group left out of its neighbours
+    (``eval.exclude_same_group=true``), where a match must lie in another group.
+    """
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) == 0:
         return "holds no item"
@@ -112,11 +116,21 @@ def scoring_problem(labels: np.ndarray) -> str | None:
             f"has no class with {HELD_OUT_MIN} items, so no query has a match and every "
             "retrieval metric would be NaN"
         )
+    if groups is not None:
+        pairs = np.unique(np.stack([labels, groups]), axis=1)
+        if np.unique(pairs[0], return_counts=True)[1].max() < HELD_OUT_MIN:
+            return (
+                f"has no class with items in {HELD_OUT_MIN} groups, so with "
+                "eval.exclude_same_group=true no query has a match and every retrieval "
+                "metric would be NaN"
+            )
     return None
 
 
-def require_scorable(labels: np.ndarray, split: str, fix: str) -> None:
+def require_scorable(
+    labels: np.ndarray, split: str, fix: str, groups: np.ndarray | None = None
+) -> None:
     """Stop the run unless the ``split`` split (val, test) can score retrieval."""
-    problem = scoring_problem(labels)
+    problem = scoring_problem(labels, groups)
     if problem is not None:
         raise DmlError(f"the {split} split {problem}; {fix}")
