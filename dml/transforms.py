@@ -92,7 +92,7 @@ class ImageTransforms:
     backbone was pretrained with (bicubic for most timm models), since a network's
     features shift with the blur of another filter. The input is an RGB PIL image: the
     benchmarks mix greyscale and CMYK files among RGB ones, and the reader
-    (:func:`dml.datasets.image_files.read_image`) converts every file once as it decodes it,
+    (:func:`dml.datasets.images.files.read_image`) converts every file once as it decodes it,
     so no step here copies the image again.
     """
 

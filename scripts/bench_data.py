@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from dml.config.build import build, build_datamodule
-from dml.datasets.fake_benchmarks import make_benchmark
+from dml.datasets.fakes.benchmarks import make_benchmark
 from dml.training.workers import usable_cores
 
 WARMUP_BATCHES = 2

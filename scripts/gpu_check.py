@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from dml.datasets.fake_benchmarks import make_benchmark
+from dml.datasets.fakes.benchmarks import make_benchmark
 
 TOLERANCE = 1e-5
 # Runs `dml` with TF32 off, for an evaluation that must equal the CPU's float32 one.

@@ -5,7 +5,7 @@
 
 ``--scale 1.0`` writes the real counts (CUB-200-2011: 11,788 JPEGs of 200 classes,
 about 500×375); a smaller scale shrinks classes and images in proportion. The images are
-seeded and class-dependent (see dml/datasets/fake_images.py), so retrieval is learnable.
+seeded and class-dependent (see dml/datasets/fakes/images.py), so retrieval is learnable.
 Prints a Markdown table of what was written and the `dml train` overrides that fit it.
 """
 
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from dml.datasets.fake_benchmarks import FORMATS, make_benchmark
+from dml.datasets.fakes.benchmarks import FORMATS, make_benchmark
 from dml.errors import DmlError
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -28,9 +30,13 @@ class NaNAfterStepsLoss(EmbeddingLoss):
 
 
 class ConstantBackbone(torch.nn.Module):
-    """Maps every input to the same learnable vector: a fully collapsed embedding."""
+    """Maps every input to the same learnable vector: a fully collapsed embedding.
 
-    def __init__(self, embedding_dim: int) -> None:
+    It takes ``input_shape`` as ``backbone=linear`` does, so that the command line can swap
+    it in: ``backbone=linear backbone._target_=tests.helpers.ConstantBackbone``.
+    """
+
+    def __init__(self, embedding_dim: int, input_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         self.point = torch.nn.Parameter(torch.ones(embedding_dim))
 

@@ -53,12 +53,15 @@ def cv_folds(cfg: DictConfig) -> int | None:
 
 def fold_config(cfg: DictConfig, folds: int, fold: int, fold_dir: Path) -> DictConfig:
     """The job's config for one fold. With ``resume=true`` a fold continues from its own
-    last checkpoint where it has one and starts afresh where it has none."""
+    last checkpoint where it has one and starts afresh where it has none.
+
+    ``cv.folds`` stays set, so that the fold's config records which job it belongs to and
+    a refused fold count is named by the key the user set.
+    """
     fold_cfg = cfg.copy()
     with open_dict(fold_cfg):
         fold_cfg.dataset.folds = folds
         fold_cfg.dataset.fold = fold
-        fold_cfg.cv.folds = None
         if cfg.get("resume", False):
             fold_cfg.resume = (fold_dir / "checkpoints" / "last.ckpt").is_file()
     return fold_cfg

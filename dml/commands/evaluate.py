@@ -15,6 +15,7 @@ from dml.config.build import (
     build_module,
     without_pretrained_weights,
 )
+from dml.config.moved_targets import moved_to_current
 from dml.reporting.console import print_metrics_table
 from dml.reporting.evaluation_plots import write_evaluation_plots
 from dml.reporting.history import EpochHistoryLogger
@@ -32,11 +33,12 @@ def checkpoint_config(cfg: DictConfig, stored: dict[str, Any]) -> DictConfig:
     An override replaces its node whole: ``backbone=linear`` must not keep the stored
     backbone's other keys (``hidden_dims``), or the model cannot even be built and the
     checkpoint's mismatch is never named. ``eval`` keys the stored config lacks (it
-    predates them) come from this command's config.
+    predates them) come from this command's config, and classes that moved since the
+    checkpoint was written are found at their new paths.
     """
     from hydra.core.hydra_config import HydraConfig
 
-    merged = OmegaConf.create(stored)
+    merged = OmegaConf.create(moved_to_current(stored))
     merged.eval = OmegaConf.merge(cfg.eval, merged.get("eval") or {})
     if HydraConfig.initialized():
         for override in HydraConfig.get().overrides.task:

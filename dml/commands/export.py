@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dml.commands.evaluate import load_trained
-from dml.datasets.query_files import is_picture_shape
+from dml.datasets.user_files.query_files import is_picture_shape
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms, NormalisesPixels, TransformPair, pixel_statistics
 

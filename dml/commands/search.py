@@ -23,7 +23,7 @@ from torch import Tensor
 from dml.commands.embed import without_augmentation
 from dml.commands.evaluate import load_trained
 from dml.datasets.base import DataSplits
-from dml.datasets.query_files import image_input, is_picture_shape, read_queries
+from dml.datasets.user_files.query_files import image_input, is_picture_shape, read_queries
 from dml.errors import DmlError
 from dml.metrics.topk import nearest_neighbours
 from dml.reporting.figures import save_figure

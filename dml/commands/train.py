@@ -21,6 +21,7 @@ from dml.reporting.run_plots import log_plots, write_run_plots
 from dml.reporting.wandb_run import INTERRUPTED, finish_loggers
 from dml.training.ddp_launch import start_ddp_processes, stop_ddp_processes
 from dml.training.distributed import is_rank_zero
+from dml.training.health import BELOW_RAW, below_raw_baseline
 from dml.training.resume import check_writable, resume_checkpoint
 from dml.training.selection import (
     SELECTION_SCORE,
@@ -57,6 +58,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
     exit_code = 1
     processes = None
     final: dict[str, float] = {}
+    below_raw: str | None = None
     interrupt = InterruptCheckpoint(run_dir)
     extra = [interrupt] if pseudo_labeler is None else [interrupt, pseudo_labeler]
     try:
@@ -83,6 +85,11 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
             final = {**raw, **history[max(history)]}
             # The run's health is the whole run's, as warned in the console.
             final["health/collapse"] = float(module.collapse.warned)
+            below_raw = below_raw_baseline(final)
+            if raw:
+                final[BELOW_RAW] = float(below_raw is not None)
+                for logger in loggers:
+                    logger.log_metrics({BELOW_RAW: final[BELOW_RAW], "epoch": max(history)})
             final[SELECTION_SCORE] = selection_score(
                 history, cfg.optimized_metric, int(final[TESTED_EPOCH])
             )
@@ -112,6 +119,8 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
         stop_ddp_processes(processes, failed=exit_code != 0)
         finish_loggers(loggers, exit_code)
     if final:
+        if below_raw is not None:
+            log.warning(below_raw)
         print_metrics_table(final, run_dir)
         check_final_metrics(final, run_dir)
     return final

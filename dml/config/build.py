@@ -7,6 +7,7 @@ turns a constructor's DmlError into its own one-line message.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -14,9 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dml.backbones.acceleration import accelerate
+from dml.config.moved_targets import MOVED_TARGETS
 from dml.config.optimization import check_optimization
 from dml.datasets.base import DatasetSource
-from dml.datasets.folds import class_folds
+from dml.datasets.splitting import class_folds
 from dml.errors import DmlError
 from dml.losses.compat import check_compatible
 from dml.metrics.neighbours import check_backend
@@ -25,6 +27,8 @@ from dml.semi import PseudoLabeler, SemiSupervisedDataModule
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.module import EmbeddingModule
 from dml.training.precision import runs_on_gpu
+
+log = logging.getLogger(__name__)
 
 
 def build(node: DictConfig | None, **kwargs: Any) -> Any:
@@ -35,6 +39,7 @@ def build(node: DictConfig | None, **kwargs: Any) -> Any:
     """
     if node is None or "_target_" not in node:
         return None
+    node = current_target(node)
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
@@ -42,6 +47,21 @@ def build(node: DictConfig | None, **kwargs: Any) -> Any:
         if isinstance(cause, DmlError):
             raise cause from None
         raise DmlError(f"{str(exc).splitlines()[0]} {cause}" if cause else str(exc)) from exc
+
+
+def current_target(node: DictConfig) -> DictConfig:
+    """``node``, or a copy naming the class's current path where it names one that moved
+    (a user's YAML copied from an older dml), with a warning to update the YAML."""
+    target = node.get("_target_")
+    if not isinstance(target, str) or target not in MOVED_TARGETS:
+        return node
+    log.warning(
+        "_target_: %s has moved to %s; update the YAML that names it", target, MOVED_TARGETS[target]
+    )
+    node = node.copy()
+    with open_dict(node):
+        node._target_ = MOVED_TARGETS[target]
+    return node
 
 
 def build_module(cfg: DictConfig) -> EmbeddingModule:
@@ -134,10 +154,12 @@ def build_source(cfg: DictConfig) -> DatasetSource:
     constructor needs them and a source without a class split refuses them in one line.
     """
     node = cfg.dataset.copy()
+    # A fold of a cv.folds job: messages about the folds name the key the user set.
+    setting = "cv.folds" if OmegaConf.select(cfg, "cv.folds") is not None else "dataset.folds"
     with open_dict(node):
         for key in DATAMODULE_KEYS:
             node.pop(key, None)
-        folds = class_folds(node.pop("folds", None), node.pop("fold", 0))
+        folds = class_folds(node.pop("folds", None), node.pop("fold", 0), setting)
     source = build(node)
     if folds is not None:
         source.use_folds(folds)

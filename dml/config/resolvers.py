@@ -26,13 +26,13 @@ def _columns(value: Any) -> list[str] | None:
 
 
 def _feature_shape(path: Any, labels_path: Any = None, columns: Any = None) -> list[int] | None:
-    from dml.datasets.features import file_input_shape
+    from dml.datasets.user_files.feature_file import file_input_shape
 
     return file_input_shape(path, labels_path, _columns(columns))
 
 
 def _feature_classes(path: Any, labels_path: Any = None, columns: Any = None) -> int | None:
-    from dml.datasets.features import file_num_classes
+    from dml.datasets.user_files.feature_file import file_num_classes
 
     return file_num_classes(path, labels_path, _columns(columns))
 

@@ -1,4 +1,4 @@
-"""What every dataset source returns, and the shared splitting of in-memory arrays.
+"""What every dataset source returns, and the shared base of in-memory sources.
 
 A source is instantiated from ``conf/dataset/<name>.yaml`` and :meth:`DatasetSource.load`
 returns :class:`DataSplits`. Every split is a :class:`LabeledDataset`: a torch Dataset that
@@ -8,7 +8,7 @@ also exposes all its labels at once, which the class-balanced sampler needs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,20 +18,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dml.datasets.checks import check_arrays
-from dml.datasets.folds import ClassFolds, split_folds_problem
-from dml.datasets.held_out import (
-    HELD_OUT_MIN,
-    TRAINED_MIN,
-    report_kept_whole,
-    require_matches,
-    take_per_class,
+from dml.datasets.splitting import (
+    ClassFolds,
+    check_split_settings,
+    no_folds_reason,
+    split_indices,
 )
 from dml.errors import DmlError
 
 if TYPE_CHECKING:
     from dml.transforms import TransformPair
-
-SPLITS = ("samples", "classes")
 
 
 class LabeledDataset(Dataset):
@@ -169,17 +165,18 @@ class DatasetSource(ABC):
         """Why this source cannot validate on class folds, or None if it can."""
         return (
             f"{type(self).__name__} has no class split whose training classes could be "
-            "folded; use a dataset with split=classes, or drop dataset.folds"
+            "folded; use a dataset with split=classes, or drop the folds"
         )
 
     def use_folds(self, folds: ClassFolds) -> None:
         """Validate on fold ``folds.fold`` of the training classes from now on."""
         problem = self.folds_problem()
         if problem is not None:
-            raise DmlError(f"dataset.folds={folds.folds}: {problem}")
+            raise DmlError(f"{folds.setting}={folds.folds}: {problem}")
         self.class_folds = folds
 
 
+@dataclass(kw_only=True, eq=False)
 class ArraySource(DatasetSource):
     """A source whose data fits in memory as one array; it is split here.
 
@@ -188,41 +185,27 @@ class ArraySource(DatasetSource):
     (in sorted order) train, with a stratified ``val_fraction`` of them held out for
     validation, and the remaining classes form the test set, never seen in training. A class
     too small to give each held-out split two items stays whole in training
-    (:mod:`dml.datasets.held_out`).
+    (:mod:`dml.datasets.splitting`).
 
     ``transform`` (e.g. :class:`dml.transforms.SmallImageTransforms`) augments the training
     split item by item and normalises every split; without it items are returned as stored.
+
+    The settings are fields, passed by keyword as Hydra passes ``dataset.*``, so that a
+    subclass declares only its own.
     """
 
-    def __init__(
-        self,
-        input_shape: list[int],
-        num_classes: int,
-        split: str = "samples",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        train_classes: int | None = None,
-        seed: int = 0,
-        transform: TransformPair | None = None,
-    ) -> None:
-        if split not in SPLITS:
-            raise DmlError(f"dataset.split={split!r} is not one of {SPLITS}")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < value < 1:
-                raise DmlError(f"dataset.{name}={value} must lie strictly between 0 and 1")
-        if split == "samples" and val_fraction + test_fraction >= 1:
-            raise DmlError(
-                f"dataset.val_fraction + dataset.test_fraction = {val_fraction + test_fraction} "
-                "leaves no training data; make their sum less than 1"
-            )
-        self.input_shape = list(input_shape)
-        self.num_classes = num_classes
-        self.split = split
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.train_classes = train_classes
-        self.seed = seed
-        self.transform = transform
+    input_shape: Sequence[int]
+    num_classes: int
+    split: str = "samples"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    train_classes: int | None = None
+    seed: int = 0
+    transform: TransformPair | None = None
+
+    def __post_init__(self) -> None:
+        check_split_settings(self.split, self.val_fraction, self.test_fraction)
+        self.input_shape = [int(n) for n in self.input_shape]
 
     @abstractmethod
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -233,7 +216,7 @@ class ArraySource(DatasetSource):
         return None
 
     def folds_problem(self) -> str | None:
-        return split_folds_problem(self.split)
+        return no_folds_reason(self.split)
 
     def load(self) -> DataSplits:
         features, labels = self.arrays()
@@ -242,7 +225,15 @@ class ArraySource(DatasetSource):
         y = torch.as_tensor(labels, dtype=torch.long)
         found = self.group_ids()
         g = torch.as_tensor(found, dtype=torch.long) if found is not None else None
-        train_idx, val_idx, test_idx = self.split_indices(labels)
+        train_idx, val_idx, test_idx = split_indices(
+            labels,
+            self.split,
+            self.val_fraction,
+            self.test_fraction,
+            self.train_classes,
+            np.random.default_rng(self.seed),
+            self.class_folds,
+        )
         train_tf = self.transform.train_transform() if self.transform is not None else None
         eval_tf = self.transform.eval_transform() if self.transform is not None else None
 
@@ -257,129 +248,3 @@ class ArraySource(DatasetSource):
             val=part(val_idx, eval_tf),
             test=part(test_idx, eval_tf),
         )
-
-    def split_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return split_indices(
-            labels,
-            self.split,
-            self.val_fraction,
-            self.test_fraction,
-            self.train_classes,
-            np.random.default_rng(self.seed),
-            self.class_folds,
-        )
-
-
-def split_indices(
-    labels: np.ndarray,
-    split: str,
-    val_fraction: float,
-    test_fraction: float,
-    train_classes: int | None,
-    rng: np.random.Generator,
-    folds: ClassFolds | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Train, val and test indices under ``split`` (see :class:`ArraySource`).
-
-    Shared by every source that has no split of its own (in-memory arrays, image folders),
-    so ``split=classes`` means the same thing for all of them. With ``folds`` (only under
-    ``split=classes``) validation is one class fold of the training classes instead of a
-    stratified share of each.
-    """
-    classes = np.unique(labels)
-    if split == "samples":
-        held, too_small = take_per_class(
-            labels, val_fraction + test_fraction, rng, held_min=2 * HELD_OUT_MIN
-        )
-        needed = 2 * HELD_OUT_MIN + TRAINED_MIN
-        report_kept_whole(labels, too_small, needed, "dataset.split=samples", "val and test")
-        rest = np.setdiff1d(np.arange(len(labels)), held)
-        share = val_fraction / (val_fraction + test_fraction)
-        val = held[take_per_class(labels[held], share, rng, trained_min=HELD_OUT_MIN)[0]]
-        test = np.setdiff1d(held, val)
-        return rng.permutation(rest), val, test
-    n_train = train_classes if train_classes is not None else len(classes) // 2
-    if not 0 < n_train < len(classes):
-        raise DmlError(
-            f"dataset.train_classes={n_train} must lie between 1 and {len(classes) - 1} "
-            f"(the data has {len(classes)} classes)"
-        )
-    seen = np.isin(labels, classes[:n_train])
-    seen_idx = np.flatnonzero(seen)
-    if folds is not None:
-        train, val = folds.split(labels[seen_idx], rng)
-        return seen_idx[train], seen_idx[val], np.flatnonzero(~seen)
-    taken, too_small = take_per_class(labels[seen_idx], val_fraction, rng)
-    report_kept_whole(
-        labels[seen_idx], too_small, HELD_OUT_MIN + TRAINED_MIN, "dataset.split=classes", "val"
-    )
-    val = seen_idx[taken]
-    train = np.setdiff1d(seen_idx, val)
-    test = np.flatnonzero(~seen)
-    require_matches(
-        labels[test],
-        "test",
-        f"the test classes (all but the first dataset.train_classes={n_train}) need more items",
-    )
-    return rng.permutation(train), val, test
-
-
-VAL_SPLITS = ("classes", "samples")
-
-
-def hold_out_val(
-    labels: np.ndarray,
-    val_split: str,
-    val_fraction: float,
-    rng: np.random.Generator,
-    folds: ClassFolds | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train and val indices carved out of a benchmark's fixed training set.
-
-    ``val_split=classes`` holds out whole training classes, so validation measures what
-    the benchmark's test measures, retrieval among classes never trained on, and the
-    best checkpoint is the one that generalises. ``samples`` holds out a stratified
-    fraction of every class's images (classes with a single image stay in training).
-    ``folds`` holds out one class fold instead (``val_fraction`` then plays no part).
-    """
-    if val_split not in VAL_SPLITS:
-        raise DmlError(f"dataset.val_split={val_split!r} is not one of {VAL_SPLITS}")
-    if folds is not None:
-        return folds.split(labels, rng)
-    if not 0 < val_fraction < 1:
-        raise DmlError(f"dataset.val_fraction={val_fraction} must lie strictly between 0 and 1")
-    if val_split == "classes":
-        classes = np.unique(labels)
-        count = max(1, round(val_fraction * len(classes)))
-        if count == 1 and len(classes) >= 4:
-            # A validation set of one class retrieves nothing else: every metric would be
-            # 1 and no negative distance defined. Two, where two still remain to train on.
-            count = 2
-        if count >= len(classes):
-            raise DmlError(
-                f"dataset.val_fraction={val_fraction} of {len(classes)} training classes leaves "
-                "none to train on; lower it or set dataset.val_split=samples"
-            )
-        held = rng.choice(classes, size=count, replace=False)
-        is_val = np.isin(labels, held)
-        require_matches(
-            labels[is_val], "val", "raise dataset.val_fraction or set dataset.val_split=samples"
-        )
-    else:
-        taken, too_small = take_per_class(labels, val_fraction, rng)
-        report_kept_whole(
-            labels, too_small, HELD_OUT_MIN + TRAINED_MIN, "dataset.val_split=samples", "val"
-        )
-        is_val = np.zeros(len(labels), dtype=bool)
-        is_val[taken] = True
-    return rng.permutation(np.flatnonzero(~is_val)), np.flatnonzero(is_val)
-
-
-def stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices of a random ``fraction`` of every class (at least one item per class)."""
-    taken = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        count = max(1, round(fraction * len(members)))
-        taken.append(rng.choice(members, size=min(count, len(members)), replace=False))
-    return np.sort(np.concatenate(taken))

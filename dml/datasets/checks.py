@@ -7,6 +7,12 @@ import numpy as np
 from dml.errors import DmlError
 
 
+def non_integer_rows(values: np.ndarray) -> np.ndarray:
+    """Positions of float labels that are not whole numbers (NaN and inf included): a label
+    of 3.0 is class 3 (CSV readers write them), but truncating 3.5 would merge two classes."""
+    return np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+
+
 def check_arrays(features: np.ndarray, labels: np.ndarray, source: str) -> np.ndarray:
     """Labels must be integers and features finite; returns the labels as int64.
 
@@ -19,7 +25,7 @@ def check_arrays(features: np.ndarray, labels: np.ndarray, source: str) -> np.nd
     if labels.dtype.kind in "iu":
         integer_labels = labels.astype(np.int64)
     elif labels.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+        bad = non_integer_rows(labels)
         if len(bad):
             first = int(bad[0])
             raise DmlError(

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from dml.datasets.base import DataSplits, LabeledDataset
-from dml.datasets.query_files import is_picture_shape
+from dml.datasets.user_files.query_files import is_picture_shape
 from dml.metrics.topk import nearest_neighbours
 from dml.reporting.figures import save_figure
 from dml.reporting.retrieval_figure import Tile, retrieval_figure, tile_image

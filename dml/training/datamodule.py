@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from dml.datasets.base import DatasetSource, DataSplits, GroupedDataset, LabeledDataset
 from dml.datasets.pairs import PairDataset, PairSampler
+from dml.datasets.splitting import require_scorable
 from dml.errors import DmlError
 from dml.training.samplers import (
     ClassBalancedBatchSampler,
@@ -68,12 +69,31 @@ class EmbeddingDataModule(pl.LightningDataModule):
         return self._splits
 
     def setup(self, stage: str | None = None) -> None:
+        self.check_scorable(stage)
         if self.pairs:
             self.train_pairs()
         else:
             self.train_sampler()
         if self.eval_groups:
             self.check_groups()
+
+    def check_scorable(self, stage: str | None) -> None:
+        """The evaluated splits must score retrieval, whatever the source (a user's own
+        included): the sources' split rules check this with their own fixes; this is the
+        net under all of them, before any training."""
+        splits = self.splits
+        evaluated = {"test": splits.test}
+        if stage in (None, "fit", "validate"):
+            evaluated = {"val": splits.val, **evaluated}
+        for name, dataset in evaluated.items():
+            groups = dataset.groups if self.eval_groups else None
+            require_scorable(
+                dataset.class_labels.numpy(),
+                name,
+                f"{type(self.source).__name__} must give it 2 classes or more, one of them "
+                "with 2 items" + (" in different groups" if groups is not None else ""),
+                groups.numpy() if groups is not None else None,
+            )
 
     def check_groups(self) -> None:
         """Every evaluated split must define groups, or excluding them means nothing."""

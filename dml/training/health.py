@@ -1,10 +1,15 @@
-"""Detecting a collapsed embedding while it trains, so the user hears of it early.
+"""Detecting an unhealthy run, so the user hears of it: a collapsed embedding while it
+trains, and a learned embedding that tests below the raw inputs at the end.
 
 A collapse shows in three places: the mean distance of same-class pairs and of
 different-class pairs become equal; the different-class pairs lie a tiny fraction of the
 embeddings' norm apart (everything maps to one small region, even if same-class pairs are
 closer still); or the training loss sits at the value it has when every embedding is the
 same point (a triplet loss at its margin: d(a,p) ≈ d(a,n) for every triplet).
+
+A run can also end without collapsing and still retrieve worse than its own inputs
+(:mod:`dml.metrics.baseline`): training then cost more than it gave, which a sweep's best
+trial can hide. :func:`below_raw_baseline` names both numbers.
 """
 
 from __future__ import annotations
@@ -111,3 +116,24 @@ class CollapseDetector:
         self.region_streak = int(state.get("region_streak", 0))
         self.loss_streak = int(state.get("loss_streak", 0))
         self.warned = bool(state.get("warned", False))
+
+
+#: The test metric compared with the raw inputs', and the flag metrics.json carries.
+COMPARED = "map_at_r"
+BELOW_RAW = "health/below_raw"
+
+
+def below_raw_baseline(final: dict[str, float]) -> str | None:
+    """The warning when the learned embedding's test MAP@R is below the raw inputs', or
+    None (also when the run measured no raw baseline: inputs too large to be one)."""
+    learned = final.get(f"test/{COMPARED}")
+    raw = final.get(f"test/raw_{COMPARED}")
+    if learned is None or raw is None or math.isnan(learned) or math.isnan(raw):
+        return None
+    if learned >= raw:
+        return None
+    return (
+        f"the learned embedding tests below the raw inputs: test/{COMPARED} {learned:.4f} < "
+        f"test/raw_{COMPARED} {raw:.4f}; training made retrieval worse (check optimizer.lr, "
+        "trainer.max_epochs and train/tuples_per_step in metrics.csv)"
+    )

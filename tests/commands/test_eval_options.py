@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dml.datasets.synthetic import GaussianClusters
+from dml.datasets.builtin.synthetic import GaussianClusters
 from dml.errors import DmlError
 from dml.metrics import neighbours, retrieval_metrics
 from dml.metrics.baseline import raw_input_baseline
@@ -62,7 +62,9 @@ def test_exclude_same_group_on_a_toy_case_worked_by_hand(backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_exclude_same_group_equals_the_loop_reference(backend: str) -> None:
     needs(backend)
-    source = GaussianClusters(8, 6, 30, seed=3, groups_per_class=5, group_std=1.5)
+    source = GaussianClusters(
+        num_classes=8, dim=6, samples_per_class=30, seed=3, groups_per_class=5, group_std=1.5
+    )
     x, y = source.arrays()
     groups = source.group_ids()
     got = retrieval_metrics(x, y, query_groups=groups, backend=backend)
@@ -87,7 +89,7 @@ def test_a_large_evaluation_logs_its_time_and_memory_first(
     backend: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     needs(backend)
-    x, y = GaussianClusters(10, 8, 60, seed=0).arrays()
+    x, y = GaussianClusters(num_classes=10, dim=8, samples_per_class=60, seed=0).arrays()
     caplog.set_level(logging.INFO, logger="dml.metrics.neighbours")
     retrieval_metrics(x, y, backend=backend)
     assert not [r for r in caplog.records if "about" in r.getMessage()]
@@ -104,8 +106,10 @@ def test_a_large_evaluation_logs_its_time_and_memory_first(
 
 
 def test_synthetic_groups_split_with_their_items_and_leave_the_data_alone() -> None:
-    plain = GaussianClusters(5, 4, 12, seed=0)
-    grouped = GaussianClusters(5, 4, 12, seed=0, groups_per_class=3, group_std=0.0)
+    plain = GaussianClusters(num_classes=5, dim=4, samples_per_class=12, seed=0)
+    grouped = GaussianClusters(
+        num_classes=5, dim=4, samples_per_class=12, seed=0, groups_per_class=3, group_std=0.0
+    )
     assert np.array_equal(plain.arrays()[0], grouped.arrays()[0])
     assert plain.group_ids() is None and plain.load().test.groups is None
     groups, labels = grouped.group_ids(), grouped.arrays()[1]
@@ -116,11 +120,13 @@ def test_synthetic_groups_split_with_their_items_and_leave_the_data_alone() -> N
         assert split.groups is not None and len(split.groups) == len(split.labels)
         assert torch.equal(split.groups // 3, split.labels)
     with pytest.raises(DmlError, match="groups_per_class=13 must lie between 1 and"):
-        GaussianClusters(5, 4, 12, groups_per_class=13)
+        GaussianClusters(num_classes=5, dim=4, samples_per_class=12, groups_per_class=13)
 
 
 def test_the_data_module_carries_groups_only_when_asked() -> None:
-    source = GaussianClusters(5, 4, 12, seed=0, groups_per_class=3)
+    source = GaussianClusters(
+        num_classes=5, dim=4, samples_per_class=12, seed=0, groups_per_class=3
+    )
     plain = EmbeddingDataModule(source, batch_size=10, samples_per_class=2)
     plain.setup("fit")
     assert len(next(iter(plain.val_dataloader()))) == 2
@@ -132,7 +138,7 @@ def test_the_data_module_carries_groups_only_when_asked() -> None:
 
 
 def test_exclude_same_group_without_groups_fails_at_setup() -> None:
-    source = GaussianClusters(5, 4, 12, seed=0)
+    source = GaussianClusters(num_classes=5, dim=4, samples_per_class=12, seed=0)
     module = EmbeddingDataModule(source, batch_size=10, samples_per_class=2, eval_groups=True)
     with pytest.raises(DmlError) as caught:
         module.setup("fit")
@@ -142,7 +148,9 @@ def test_exclude_same_group_without_groups_fails_at_setup() -> None:
 
 
 def test_the_raw_input_baseline_follows_the_runs_protocol() -> None:
-    splits = GaussianClusters(8, 6, 30, seed=3, groups_per_class=5, group_std=1.5).load()
+    splits = GaussianClusters(
+        num_classes=8, dim=6, samples_per_class=30, seed=3, groups_per_class=5, group_std=1.5
+    ).load()
     inputs = torch.nn.functional.normalize(splits.test.features, dim=1)
     grouped = raw_input_baseline(splits, True, (1, 2), exclude_same_group=True)
     expected = retrieval_metrics(

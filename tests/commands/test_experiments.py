@@ -14,8 +14,8 @@ from tests.fixtures.trees import Tree, make_cars, make_cub, make_inshop, make_so
 
 # The literature presets read a benchmark from disk: each runs on a generated tree.
 LITERATURE: dict[str, tuple[Callable[[Path], Tree], list[str]]] = {
-    "cub200_resnet50": (make_cub, ["dataset.train_classes=3"]),
-    "cars196_resnet50": (make_cars, ["dataset.train_classes=3"]),
+    "cub200_resnet50": (make_cub, ["dataset.train_classes=4"]),
+    "cars196_resnet50": (make_cars, ["dataset.train_classes=4"]),
     "sop_resnet50": (make_sop, []),
     "inshop_resnet50": (make_inshop, []),
 }

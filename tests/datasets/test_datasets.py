@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from dml.datasets.digits import Digits
-from dml.datasets.mnist5k import MNIST5k
+from dml.datasets.builtin.digits import Digits
+from dml.datasets.builtin.mnist5k import MNIST5k
 from dml.errors import DmlError
 
 

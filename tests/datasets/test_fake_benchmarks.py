@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from dml.config.build import build_source
-from dml.datasets.fake_benchmarks import (
+from dml.datasets.fakes.benchmarks import (
     FORMATS,
     FULL_SIZE,
     INSHOP_QUERIES,
@@ -21,7 +21,7 @@ from dml.datasets.fake_benchmarks import (
     make_benchmark,
     query_counts,
 )
-from dml.datasets.fake_images import render
+from dml.datasets.fakes.images import render
 from dml.errors import DmlError
 from tests.conftest import subprocess_env
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from dml.commands.train import train
 from dml.config.build import build_source
-from dml.datasets.features import FeatureFile
+from dml.datasets.user_files.feature_file import FeatureFile
 from dml.errors import DmlError
 
 CLASSES, PER_CLASS, DIM = 6, 12, 5

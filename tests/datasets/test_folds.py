@@ -18,14 +18,14 @@ from omegaconf import DictConfig
 
 from dml.config.build import build_source
 from dml.datasets.base import DatasetSource
-from dml.datasets.cars196 import Cars196
-from dml.datasets.cub200 import CUB200
-from dml.datasets.folds import ClassFolds
-from dml.datasets.imagefolder import ImageFolder
-from dml.datasets.inshop import InShop
-from dml.datasets.mnist import TorchvisionMNIST
-from dml.datasets.sop import StanfordOnlineProducts
-from dml.datasets.synthetic import GaussianClusters
+from dml.datasets.builtin.cars196 import Cars196
+from dml.datasets.builtin.cub200 import CUB200
+from dml.datasets.builtin.inshop import InShop
+from dml.datasets.builtin.mnist import TorchvisionMNIST
+from dml.datasets.builtin.sop import StanfordOnlineProducts
+from dml.datasets.builtin.synthetic import GaussianClusters
+from dml.datasets.splitting import ClassFolds
+from dml.datasets.user_files.image_folder import ImageFolder
 from dml.errors import DmlError
 from dml.reporting.run_files import split_record
 from tests.fixtures.trees import (
@@ -100,12 +100,15 @@ def test_folds_compose_with_an_in_memory_dataset_through_the_config(
     assert plain["test"]["classes"] == [7, 8, 9]
 
 
-def cub(root: Path) -> CUB200:
-    return CUB200(root, SHAPE, 6, 3, small_transform(), val_fraction=0.34)
-
-
-def cars(root: Path) -> Cars196:
-    return Cars196(root, SHAPE, 6, 3, small_transform(), val_fraction=0.34)
+def class_range(kind: type[CUB200 | Cars196]) -> Callable[[Path], DatasetSource]:
+    """CUB or Cars on a fixture tree of 8 classes, ids 1-4 training."""
+    return lambda root: kind(
+        data_dir=root,
+        input_shape=SHAPE,
+        num_classes=8,
+        train_classes=4,
+        transform=small_transform(),
+    )
 
 
 def tree_root(make: Callable[[Path], Any]) -> Callable[[Path], Path]:
@@ -117,29 +120,37 @@ def tree_root(make: Callable[[Path], Any]) -> Callable[[Path], Path]:
 SOURCES: dict[str, tuple[Callable[[Path], Path], Callable[[Path], DatasetSource], int]] = {
     "synthetic": (
         lambda tmp: tmp,
-        lambda _: GaussianClusters(12, 3, 6, split="classes", train_classes=8),
+        lambda _: GaussianClusters(
+            num_classes=12, dim=3, samples_per_class=6, split="classes", train_classes=8
+        ),
         4,
     ),
     "imagefolder": (
-        tree_root(make_imagefolder),
-        lambda root: ImageFolder(root, SHAPE, transform=small_transform()),
-        3,
+        lambda tmp: make_imagefolder(tmp, num_classes=8).root,
+        lambda root: ImageFolder(data_dir=root, input_shape=SHAPE, transform=small_transform()),
+        2,
     ),
-    "cub": (tree_root(make_cub), cub, 3),
-    "cars": (tree_root(make_cars), cars, 2),
+    "cub": (tree_root(make_cub), class_range(CUB200), 2),
+    "cars": (tree_root(make_cars), class_range(Cars196), 2),
     "sop": (
         tree_root(make_sop),
-        lambda root: StanfordOnlineProducts(root, SHAPE, 12, small_transform()),
+        lambda root: StanfordOnlineProducts(
+            data_dir=root, input_shape=SHAPE, num_classes=12, transform=small_transform()
+        ),
         3,
     ),
     "inshop": (
         tree_root(make_inshop),
-        lambda root: InShop(root, SHAPE, 10, small_transform()),
+        lambda root: InShop(
+            data_dir=root, input_shape=SHAPE, num_classes=10, transform=small_transform()
+        ),
         2,
     ),
     "mnist": (
         lambda tmp: make_mnist_raw(tmp, train=100, test=40).parents[1],
-        lambda root: TorchvisionMNIST(root, [1, 28, 28], split="classes", train_classes=6),
+        lambda root: TorchvisionMNIST(
+            root=root, input_shape=[1, 28, 28], split="classes", train_classes=6
+        ),
         3,
     ),
 }
@@ -159,8 +170,15 @@ def test_folds_of_every_class_split_source_are_disjoint_and_leave_test_alone(
     [
         (["dataset.folds=3"], "class folds need dataset.split=classes"),
         (
-            ["dataset.split=classes", "dataset.train_classes=3", "dataset.folds=4"],
-            "dataset.folds=4 needs at least 4 training classes, but the training split has 3",
+            ["dataset.split=classes", "dataset.train_classes=3", "dataset.folds=2"],
+            "dataset.folds=2 deals the 3 training classes into folds of 2, 1 classes, but a "
+            "fold must validate on at least 2 classes, so folds need at least 4 training classes",
+        ),
+        (
+            ["dataset.split=classes", "dataset.train_classes=6", "dataset.folds=4"],
+            "dataset.folds=4 deals the 6 training classes into folds of 2, 2, 1, 1 classes; a "
+            "fold that validates on fewer than 2 classes scores retrieval 1.0 whatever the "
+            "model: use dataset.folds=2 or 3",
         ),
         (
             ["dataset.split=classes", "dataset.folds=4", "dataset.fold=4"],
@@ -182,6 +200,13 @@ def test_bad_fold_settings_get_one_line(
 
 def test_a_benchmark_with_sample_validation_refuses_folds(tmp_path: Path) -> None:
     make_cub(tmp_path)
-    source = CUB200(tmp_path / "CUB_200_2011", SHAPE, 6, 3, small_transform(), "samples")
+    source = CUB200(
+        data_dir=tmp_path / "CUB_200_2011",
+        input_shape=SHAPE,
+        num_classes=8,
+        train_classes=4,
+        transform=small_transform(),
+        val_split="samples",
+    )
     with pytest.raises(DmlError, match="class folds need dataset.val_split=classes"):
         source.use_folds(ClassFolds(2, 0))

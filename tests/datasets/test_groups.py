@@ -9,17 +9,18 @@ import numpy as np
 import torch
 
 from dml.datasets.base import GroupedDataset
-from dml.datasets.imagefolder import ImageFolder
-from dml.datasets.inshop import InShop
-from dml.datasets.sop import StanfordOnlineProducts
+from dml.datasets.builtin.inshop import InShop
+from dml.datasets.builtin.sop import StanfordOnlineProducts
+from dml.datasets.user_files.image_folder import ImageFolder
 from tests.fixtures.trees import Tree, small_transform, write_image
 
 SHAPE = [3, 32, 32]
 
 
 def make_inshop_series(base: Path) -> Path:
-    """Two test items with two series each, split across query and gallery; two training
-    items. Series 01 of item 3 has a front (query) and a side (gallery) view."""
+    """Two test items with two series each, split across query and gallery; four training
+    items (two to validate on). Series 01 of item 3 has a front (query) and a side
+    (gallery) view."""
     root = base / "inshop"
     rows = []
     layout = {
@@ -27,6 +28,8 @@ def make_inshop_series(base: Path) -> Path:
         2: [("01_1_front", "train"), ("02_1_front", "train")],
         3: [("01_1_front", "query"), ("01_2_side", "gallery"), ("02_1_front", "gallery")],
         4: [("03_1_front", "query"), ("04_1_front", "gallery"), ("04_2_side", "gallery")],
+        5: [("01_1_front", "train"), ("01_2_side", "train")],
+        6: [("01_1_front", "train"), ("01_2_side", "train")],
     }
     for item, images in layout.items():
         for j, (name, status) in enumerate(images):
@@ -49,7 +52,7 @@ def test_inshop_groups_are_an_items_photo_series_shared_by_query_and_gallery(
     source = InShop(
         data_dir=make_inshop_series(tmp_path),
         input_shape=SHAPE,
-        num_classes=4,
+        num_classes=6,
         transform=small_transform(),
         val_fraction=0.5,
     )
@@ -59,7 +62,7 @@ def test_inshop_groups_are_an_items_photo_series_shared_by_query_and_gallery(
     keys = [key for split in everything for key in series_of(split)]
     ids = torch.cat([split.groups for split in everything]).tolist()  # type: ignore[misc]
     # Equal series (same item, same number), equal group id, and only then.
-    assert len(set(zip(keys, ids, strict=True))) == len(set(keys)) == len(set(ids)) == 7
+    assert len(set(zip(keys, ids, strict=True))) == len(set(keys)) == len(set(ids)) == 9
     query_group = dict(zip(series_of(splits.query), splits.query.groups.tolist(), strict=True))
     gallery_group = dict(
         zip(series_of(splits.gallery), splits.gallery.groups.tolist(), strict=True)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from dml.datasets.base import DataSplits
-from dml.datasets.cars196 import Cars196
-from dml.datasets.cub200 import CUB200
-from dml.datasets.images import ImageSource
-from dml.datasets.inshop import InShop
-from dml.datasets.sop import StanfordOnlineProducts
+from dml.datasets.builtin.cars196 import Cars196
+from dml.datasets.builtin.cub200 import CUB200
+from dml.datasets.builtin.inshop import InShop
+from dml.datasets.builtin.sop import StanfordOnlineProducts
+from dml.datasets.images.source import ImageSource
 from dml.errors import DmlError
 from tests.fixtures.trees import Tree, make_cars_devkit, small_transform, truncate
 
@@ -26,12 +26,12 @@ def labels_of(dataset: object) -> set[int]:
 
 
 def cub(root: Path, **kwargs: object) -> CUB200:
-    options = {"num_classes": 6, "train_classes": 3, "val_fraction": 0.34, **kwargs}
+    options = {"num_classes": 8, "train_classes": 4, "val_fraction": 0.5, **kwargs}
     return CUB200(data_dir=root, input_shape=SHAPE, transform=small_transform(), **options)
 
 
 def cars(root: Path, **kwargs: object) -> Cars196:
-    options = {"num_classes": 6, "train_classes": 3, "val_fraction": 0.34, **kwargs}
+    options = {"num_classes": 8, "train_classes": 4, "val_fraction": 0.5, **kwargs}
     return Cars196(data_dir=root, input_shape=SHAPE, transform=small_transform(), **options)
 
 
@@ -48,11 +48,11 @@ def check_class_split(splits: DataSplits, tree: Tree, train_ids: set[int]) -> No
 
 def test_cub_parses_the_release_and_splits_by_class_id(cub_tree: Tree) -> None:
     splits = cub(cub_tree.root).load()
-    check_class_split(splits, cub_tree, {1, 2, 3})
-    assert len(labels_of(splits.val)) == 1  # 0.34 of 3 training classes
+    check_class_split(splits, cub_tree, {1, 2, 3, 4})
+    assert len(labels_of(splits.val)) == 2  # 0.5 of 4 training classes
     x, y = splits.test[0]
     assert x.shape == torch.Size(SHAPE) and x.dtype == torch.float32
-    assert int(y) in {4, 5, 6}
+    assert int(y) in {5, 6, 7, 8}
     assert splits.query is None and splits.gallery is None
 
 
@@ -65,13 +65,13 @@ def test_cub_labels_follow_image_class_labels_not_folder_order(cub_tree: Tree) -
 
 def test_cub_accepts_the_folder_the_archive_was_extracted_into(cub_tree: Tree) -> None:
     splits = cub(cub_tree.root.parent).load()
-    assert len(splits.test) == 12
+    assert len(splits.test) == 16
 
 
 def test_sample_validation_keeps_every_training_class(cub_tree: Tree) -> None:
     splits = cub(cub_tree.root, val_split="samples", val_fraction=0.25).load()
-    assert labels_of(splits.train) == labels_of(splits.val) == {1, 2, 3}
-    assert len(splits.val) == 6  # two per class, so each has a match
+    assert labels_of(splits.train) == labels_of(splits.val) == {1, 2, 3, 4}
+    assert len(splits.val) == 8  # two per class, so each has a match
     assert not set(splits.train.paths) & set(splits.val.paths)  # type: ignore[attr-defined]
 
 
@@ -85,13 +85,13 @@ def test_train_transform_is_random_and_eval_transform_is_not(cub_tree: Tree) -> 
 
 def test_cars_reads_cars_annos_mat(cars_tree: Tree) -> None:
     splits = cars(cars_tree.root).load()
-    check_class_split(splits, cars_tree, {1, 2, 3})
+    check_class_split(splits, cars_tree, {1, 2, 3, 4})
 
 
 def test_cars_reads_the_devkit_layout_from_torchvisions_root(tmp_path: Path) -> None:
     tree = make_cars_devkit(tmp_path)
     splits = cars(tmp_path).load()
-    check_class_split(splits, tree, {1, 2, 3})
+    check_class_split(splits, tree, {1, 2, 3, 4})
     assert {Path(p).parent.name for p in splits.test.paths} == {"cars_train", "cars_test"}  # type: ignore[attr-defined]
 
 
@@ -202,7 +202,7 @@ def test_truncated_image_is_named_and_can_be_skipped(
     assert "dataset.skip_corrupt=true" in message
 
     source.skip_corrupt = True
-    with caplog.at_level(logging.WARNING, logger="dml.datasets.images"):
+    with caplog.at_level(logging.WARNING, logger="dml.datasets.images.source"):
         splits = source.load()
     assert "skipped 1 unreadable images" in caplog.text and str(victim) in caplog.text
     loaded = [p for s in (splits.train, splits.val, splits.test) for p in s.paths]  # type: ignore[attr-defined]
@@ -277,7 +277,7 @@ def test_cars_class_with_no_images_is_named(cars_tree: Tree, tmp_path: Path) -> 
 
 def test_wrong_num_classes_points_at_the_data_dir(cub_tree: Tree) -> None:
     message = one_line_error(cub(cub_tree.root, num_classes=200, train_classes=100))
-    assert f"{cub_tree.root} holds 6 classes but dataset.num_classes=200" in message
+    assert f"{cub_tree.root} holds 8 classes but dataset.num_classes=200" in message
 
 
 def test_malformed_annotation_line_is_named(sop_tree: Tree) -> None:
@@ -324,8 +324,8 @@ def test_image_benchmark_trains_end_to_end_through_the_cli_config(
     cfg = compose_cfg(
         "dataset=cub200",
         f"dataset.data_dir={cub_tree.root}",
-        "dataset.num_classes=6",
-        "dataset.train_classes=3",
+        "dataset.num_classes=8",
+        "dataset.train_classes=4",
         "dataset.val_split=samples",
         "dataset.val_fraction=0.5",
         "dataset.transform.crop_size=32",

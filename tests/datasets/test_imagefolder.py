@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dml.datasets.imagefolder import ImageFolder
+from dml.datasets.user_files.image_folder import ImageFolder
 from dml.errors import DmlError
 from tests.fixtures.trees import Tree, small_transform, truncate
 

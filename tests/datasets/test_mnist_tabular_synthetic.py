@@ -9,9 +9,9 @@ import pytest
 import torch
 from torchvision import datasets
 
-from dml.datasets.mnist import RAW_FILES, TorchvisionMNIST
-from dml.datasets.synthetic import GaussianClusters
-from dml.datasets.tabular import SklearnTabular
+from dml.datasets.builtin.mnist import RAW_FILES, TorchvisionMNIST
+from dml.datasets.builtin.sklearn_sets import SklearnTabular
+from dml.datasets.builtin.synthetic import GaussianClusters
 from dml.errors import DmlError
 from dml.transforms import SmallImageTransforms
 from tests.fixtures.trees import make_mnist_raw
@@ -25,8 +25,8 @@ def mnist(root: Path, **kwargs: object) -> TorchvisionMNIST:
 def test_mnist_reads_torchvisions_raw_files(tmp_path: Path, variant: str) -> None:
     make_mnist_raw(tmp_path, variant, train=60, test=30)
     splits = mnist(tmp_path, variant=variant, val_fraction=0.1).load()
-    # One of the six images of every class is held out.
-    assert len(splits.train) == 50 and len(splits.val) == 10 and len(splits.test) == 30
+    # Two of the six images of every class are held out: a query and its match.
+    assert len(splits.train) == 40 and len(splits.val) == 20 and len(splits.test) == 30
     assert set(splits.val.labels.tolist()) == set(range(10))
     x, y = splits.test[3]
     assert x.shape == torch.Size([1, 28, 28])
@@ -43,8 +43,8 @@ def test_mnist_class_split_tests_on_unseen_digits_of_the_test_file(tmp_path: Pat
 
 def test_mnist_class_split_needs_classes_on_both_sides(tmp_path: Path) -> None:
     make_mnist_raw(tmp_path)
-    for bad in (0, 10):
-        with pytest.raises(DmlError, match=f"dataset.train_classes={bad} must lie between 1 and 9"):
+    for bad in (1, 9):
+        with pytest.raises(DmlError, match=f"dataset.train_classes={bad} must lie between 2 and 8"):
             mnist(tmp_path, split="classes", train_classes=bad).load()
 
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from dml.commands.embed import embed
 from dml.commands.train import train
-from dml.datasets.imagefolder import ImageFolder
+from dml.datasets.user_files.image_folder import ImageFolder
 from dml.errors import DmlError
 from dml.reporting import run_plots
 from dml.training.datamodule import EmbeddingDataModule

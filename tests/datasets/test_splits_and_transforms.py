@@ -11,8 +11,9 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from dml.config.build import build_source
-from dml.datasets.base import DataSplits, TensorLabeledDataset, hold_out_val
-from dml.datasets.mnist5k import MNIST5k
+from dml.datasets.base import DataSplits, TensorLabeledDataset
+from dml.datasets.builtin.mnist5k import MNIST5k
+from dml.datasets.splitting import hold_out_val
 from dml.errors import DmlError
 from dml.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransforms, SmallImageTransforms
 
@@ -39,12 +40,12 @@ def test_sample_hold_out_keeps_classes_too_small_for_two_and_two_in_training() -
     [
         (("folds", 0.1), "dataset.val_split='folds' is not one of"),
         (("classes", 0.0), "dataset.val_fraction=0.0 must lie strictly between 0 and 1"),
-        (("classes", 0.9), "leaves none to train on"),
+        (("classes", 0.9), "leaves fewer than 2 to train on"),
     ],
 )
 def test_bad_hold_out_settings_fail_clearly(args: tuple[str, float], message: str) -> None:
     with pytest.raises(DmlError, match=message):
-        hold_out_val(np.repeat(np.arange(3), 4), *args, np.random.default_rng(0))
+        hold_out_val(np.repeat(np.arange(6), 4), *args, np.random.default_rng(0))
 
 
 def test_query_without_gallery_is_rejected() -> None:

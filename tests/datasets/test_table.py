@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from dml.commands.train import train
-from dml.datasets.table import ImageTable
+from dml.datasets.user_files.oml_csv import ImageTable
 from dml.errors import DmlError
 from tests.fixtures.trees import make_oml_table, small_transform
 

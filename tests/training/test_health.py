@@ -9,7 +9,7 @@ import pytest
 from omegaconf import DictConfig, open_dict
 
 from dml.commands.train import train
-from dml.training.health import CollapseDetector
+from dml.training.health import CollapseDetector, below_raw_baseline
 from tests.conftest import FAST
 
 
@@ -91,3 +91,22 @@ def test_a_collapsing_run_warns_in_the_console_and_in_its_metrics(
     assert metrics["test/epoch"] == 1 and metrics["health/collapse"] == 1.0
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["health/collapse"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("final", "below"),
+    [
+        ({"test/map_at_r": 0.361, "test/raw_map_at_r": 0.606}, True),
+        ({"test/map_at_r": 0.606, "test/raw_map_at_r": 0.606}, False),
+        ({"test/map_at_r": 0.9, "test/raw_map_at_r": 0.606}, False),
+        ({"test/map_at_r": 0.1}, False),  # no raw baseline measured (inputs too large)
+        ({"test/map_at_r": float("nan"), "test/raw_map_at_r": 0.606}, False),
+    ],
+)
+def test_a_run_below_its_raw_inputs_is_named_with_both_numbers(
+    final: dict[str, float], below: bool
+) -> None:
+    message = below_raw_baseline(final)
+    assert (message is not None) == below
+    if message is not None:
+        assert "test/map_at_r 0.3610 < test/raw_map_at_r 0.6060" in message

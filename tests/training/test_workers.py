@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 
 from dml.config.build import build_datamodule
 from dml.config.checks import check_config
-from dml.datasets.cub200 import CUB200
-from dml.datasets.digits import Digits
+from dml.datasets.builtin.cub200 import CUB200
+from dml.datasets.builtin.digits import Digits
 from dml.errors import DmlError, one_line
 from dml.training import workers
 from dml.training.datamodule import EmbeddingDataModule
@@ -28,8 +28,8 @@ def cub_source(root: Path, skip_corrupt: bool = False) -> CUB200:
     return CUB200(
         data_dir=root,
         input_shape=SHAPE,
-        num_classes=6,
-        train_classes=3,
+        num_classes=8,
+        train_classes=4,
         transform=small_transform(),
         val_split="samples",
         val_fraction=0.25,
@@ -85,8 +85,8 @@ def test_loaders_of_image_data_get_persistent_workers_and_in_memory_data_none(
         compose_cfg(
             "dataset=cub200",
             f"dataset.data_dir={tree.root}",
-            "dataset.num_classes=6",
-            "dataset.train_classes=3",
+            "dataset.num_classes=8",
+            "dataset.train_classes=4",
             "dataset.transform.crop_size=32",
             "dataset.transform.resize_size=36",
             "data.batch_size=4",
@@ -113,8 +113,8 @@ def test_pseudo_labels_turn_auto_persistence_off(
     cfg = compose_cfg(
         "dataset=cub200",
         f"dataset.data_dir={tree.root}",
-        "dataset.num_classes=6",
-        "dataset.train_classes=3",
+        "dataset.num_classes=8",
+        "dataset.train_classes=4",
         "dataset.transform.crop_size=32",
         "dataset.transform.resize_size=36",
         "dataset.labeled_fraction=0.5",
@@ -160,7 +160,7 @@ def test_skip_corrupt_warns_once_with_the_path(
     test = cub_source(tree.root, skip_corrupt=True).load().test
     victim = Path(test.paths[0])  # type: ignore[attr-defined]
     damage_inside(victim)
-    with caplog.at_level("WARNING", logger="dml.datasets.images"):
+    with caplog.at_level("WARNING", logger="dml.datasets.images.source"):
         first, again = test[0][0], test[0][0]
     assert torch.equal(first, test[1][0]) and torch.equal(again, first)
     lines = [r.getMessage() for r in caplog.records]
@@ -174,7 +174,7 @@ def test_a_class_with_no_readable_image_is_named(tmp_path: Path) -> None:
     for path, hit in zip(test.paths, first_class.tolist(), strict=True):  # type: ignore[attr-defined]
         if hit:
             damage_inside(Path(path))
-    with pytest.raises(DmlError, match=r"every image of class 4 is unreadable"):
+    with pytest.raises(DmlError, match=r"every image of class 5 is unreadable"):
         test[0]
 
 
@@ -186,7 +186,7 @@ def test_dml_train_on_a_damaged_tree_fails_in_one_line_from_a_worker(tmp_path: P
     damage_inside(victim)
     command = [
         sys.executable, "-m", "dml", "train", "dataset=cub200", f"dataset.data_dir={tree.root}",
-        "dataset.num_classes=6", "dataset.train_classes=3", "dataset.val_split=samples",
+        "dataset.num_classes=8", "dataset.train_classes=4", "dataset.val_split=samples",
         "dataset.val_fraction=0.5", "dataset.transform.crop_size=32",
         "dataset.transform.resize_size=36", "backbone=convnet", "trainer=debug", "logger=none",
         "data.batch_size=4", "data.samples_per_class=2", "data.num_workers=2",

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-from dml.datasets.image_files import IMAGE_SUFFIXES, read_image
+from dml.datasets.images.files import IMAGE_SUFFIXES, read_image
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms, TransformPair
 

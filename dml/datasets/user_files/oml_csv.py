@@ -21,15 +21,16 @@ split for model selection; it is carved out of the ``train`` rows by ``val_split
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dml.datasets.image_files import ImageList, group_numbers
-from dml.datasets.images import ImageSource
+from dml.datasets.checks import non_integer_rows
+from dml.datasets.images.files import ImageList, group_numbers
+from dml.datasets.images.source import PartitionedImageSource
 from dml.errors import DmlError
-from dml.transforms import ImageTransforms
 
 REQUIRED = ("label", "path", "split", "is_query", "is_gallery")
 BOX = ("x_1", "x_2", "y_1", "y_2")
@@ -37,38 +38,15 @@ TABLE_SPLITS = ("train", "validation")
 TRUE, FALSE = ("true", "1", "1.0"), ("false", "0", "0.0")
 
 
-class ImageTable(ImageSource):
+@dataclass(kw_only=True, eq=False)
+class ImageTable(PartitionedImageSource):
     layout = (
         "a CSV in open-metric-learning's format (dataset.dataframe_name under data_dir) with "
         "columns label, path, split (train|validation), is_query, is_gallery and optionally "
         "category, sequence, x_1, x_2, y_1, y_2"
     )
 
-    def __init__(
-        self,
-        data_dir: str | Path,
-        input_shape: list[int],
-        dataframe_name: str = "df.csv",
-        num_classes: int | None = None,
-        transform: ImageTransforms | None = None,
-        val_split: str = "classes",
-        val_fraction: float = 0.1,
-        skip_corrupt: bool = False,
-        verify_images: bool = True,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            data_dir,
-            input_shape,
-            num_classes,
-            transform,
-            val_split,
-            val_fraction,
-            skip_corrupt,
-            verify_images,
-            seed,
-        )
-        self.dataframe_name = dataframe_name
+    dataframe_name: str = "df.csv"
 
     def read(self, root: Path) -> dict[str, ImageList]:
         table = root / self.dataframe_name
@@ -147,7 +125,7 @@ class TableRows:
 
     def labels(self) -> np.ndarray:
         values = pd.to_numeric(self.frame["label"], errors="coerce").to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        bad = non_integer_rows(values)
         if len(bad):
             row = int(bad[0])
             raise DmlError(

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from scipy.io import loadmat
 
-from dml.datasets.image_files import ImageList
-from dml.datasets.images import ClassRangeSource, require_classes
+from dml.datasets.images.files import ImageList
+from dml.datasets.images.source import ClassRangeSource, require_classes
 from dml.errors import DmlError
 
 
@@ -58,11 +58,7 @@ class Cars196(ClassRangeSource):
 
     def find_root(self) -> Path:
         """``data_dir`` itself, or its ``stanford_cars`` folder (torchvision's root)."""
-        root = self.require_dir(self.data_dir)
-        nested = root / "stanford_cars"
-        if not _has_annotations(root) and _has_annotations(nested):
-            return nested
-        return root
+        return self.root_or_nested("stanford_cars", _has_annotations)
 
     def read_all(self, root: Path) -> ImageList:
         original = root / "cars_annos.mat"

@@ -1,7 +1,7 @@
 """Any folder-per-class image tree: ``data_dir/<class name>/**/<image>``.
 
 Unlike the benchmarks it has no split of its own, so it is split the way in-memory
-datasets are (:func:`dml.datasets.base.split_indices`): ``split=classes`` trains on the
+datasets are (:func:`dml.datasets.splitting.split_indices`): ``split=classes`` trains on the
 first ``train_classes`` class folders in sorted order and tests on the rest;
 ``split=samples`` holds out a stratified fraction of every class.
 
@@ -13,19 +13,19 @@ of its own. A tree without subfolders defines no groups.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dml.datasets.base import SPLITS, DataSplits, split_indices
-from dml.datasets.folds import split_folds_problem
-from dml.datasets.image_files import IMAGE_SUFFIXES, ImageList, group_numbers
-from dml.datasets.images import ImageSource
+from dml.datasets.base import DataSplits
+from dml.datasets.images.files import IMAGE_SUFFIXES, ImageList, group_numbers
+from dml.datasets.images.source import ImageSource
+from dml.datasets.splitting import check_split_settings, no_folds_reason, split_indices
 from dml.errors import DmlError
-from dml.transforms import ImageTransforms
 
 
+@dataclass(kw_only=True, eq=False)
 class ImageFolder(ImageSource):
     """Labels are the indices of the class folders in sorted order."""
 
@@ -34,42 +34,18 @@ class ImageFolder(ImageSource):
         f"{', '.join(sorted(IMAGE_SUFFIXES))}, nested folders allowed)"
     )
 
-    def __init__(
-        self,
-        data_dir: str | Path,
-        input_shape: Sequence[int],
-        num_classes: int | None = None,
-        transform: ImageTransforms | None = None,
-        split: str = "classes",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        train_classes: int | None = None,
-        skip_corrupt: bool = False,
-        verify_images: bool = True,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            data_dir,
-            input_shape,
-            num_classes,
-            transform,
-            val_fraction=val_fraction,
-            skip_corrupt=skip_corrupt,
-            verify_images=verify_images,
-            seed=seed,
-        )
-        if split not in SPLITS:
-            raise DmlError(f"dataset.split={split!r} is not one of {SPLITS}")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < value < 1:
-                raise DmlError(f"dataset.{name}={value} must lie strictly between 0 and 1")
-        self.split_by = split
-        self.test_fraction = test_fraction
-        self.train_classes = train_classes
-        self.class_names: list[str] | None = None
+    split: str = "classes"
+    test_fraction: float = 0.2
+    train_classes: int | None = None
+    #: The class folders' names, label by label; known once the folder is read.
+    class_names: list[str] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_split_settings(self.split, self.val_fraction, self.test_fraction)
 
     def folds_problem(self) -> str | None:
-        return split_folds_problem(self.split_by)
+        return no_folds_reason(self.split)
 
     def read(self, root: Path) -> dict[str, ImageList]:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -95,12 +71,12 @@ class ImageFolder(ImageSource):
         keys = [str(p.parent if deep else p) for p, deep in zip(paths, nested, strict=True)]
         return {"all": ImageList(paths, labels, group_numbers(keys))}
 
-    def split(self, partitions: dict[str, ImageList]) -> DataSplits:
+    def make_splits(self, partitions: dict[str, ImageList]) -> DataSplits:
         images = partitions["all"]
         rng = np.random.default_rng(self.seed)
         train, val, test = split_indices(
             images.labels,
-            self.split_by,
+            self.split,
             self.val_fraction,
             self.test_fraction,
             self.train_classes,

@@ -1,10 +1,11 @@
-"""What every on-disk image benchmark shares: the load-time check of their files, and
-carving a validation set out of the benchmark's training classes.
+"""What every image source shares: its settings, the load-time check of its files, and
+carving a validation set out of fixed training partitions.
 
-A subclass only knows its annotation format: it resolves its root folder and returns
-lists of image paths with class ids per partition (``train``, ``test``, and for In-Shop
-``query`` and ``gallery``). Everything else, including the errors, is here, so that every
-benchmark fails the same way on the same kind of bad input.
+A subclass only knows its layout: it resolves its root folder and returns lists of image
+paths with class ids per partition (``train``, ``test``, and for In-Shop ``query`` and
+``gallery``; ``all`` for an image folder, which it splits itself). Everything else,
+including the errors, is here, so that every source fails the same way on the same kind
+of bad input.
 
 Images are checked once, when the dataset loads, and cheaply: the file must exist, be
 non-empty, and open as an image (PIL reads the header only); a PNG must pass PIL's
@@ -18,16 +19,17 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from dml.datasets.base import DatasetSource, DataSplits, hold_out_val
-from dml.datasets.folds import split_folds_problem
-from dml.datasets.image_files import ImageList, ImageListDataset, image_problem
+from dml.datasets.base import DatasetSource, DataSplits
+from dml.datasets.images.files import ImageList, ImageListDataset, image_problem
+from dml.datasets.splitting import hold_out_val, no_folds_reason, train_class_count
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms, Transform
 
@@ -37,58 +39,60 @@ log = logging.getLogger(__name__)
 _CHECK_THREADS = 8
 
 
+@dataclass(kw_only=True, eq=False)
 class ImageSource(DatasetSource):
-    """An image benchmark read from ``data_dir``; subclasses parse its annotation files.
+    """Images read from ``data_dir``; subclasses parse its layout and split it.
 
-    The benchmark fixes which classes train and which test. Validation is carved out of
-    the training partition (see :func:`dml.datasets.base.hold_out_val`): by default whole
-    classes (``val_split=classes``), so that validation retrieval, like the test, runs on
-    classes the model never trained on.
+    The settings every image source shares are its fields, passed by keyword (as Hydra
+    passes ``dataset.*``), so a subclass declares only its own. ``transform`` defaults to
+    :class:`dml.transforms.ImageTransforms`, whose crop size ``input_shape`` must match.
     """
 
     #: The on-disk layout, in one line, for error messages.
     layout: ClassVar[str]
-    reads_files = True
+    reads_files: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        data_dir: str | Path,
-        input_shape: Sequence[int],
-        num_classes: int | None,
-        transform: ImageTransforms | None = None,
-        val_split: str = "classes",
-        val_fraction: float = 0.1,
-        skip_corrupt: bool = False,
-        verify_images: bool = True,
-        seed: int = 0,
-    ) -> None:
-        self.data_dir = Path(data_dir).expanduser()
-        self.transform = transform if transform is not None else ImageTransforms()
+    data_dir: str | Path
+    input_shape: Sequence[int]
+    num_classes: int | None = None
+    transform: ImageTransforms | None = None
+    val_fraction: float = 0.1
+    skip_corrupt: bool = False
+    verify_images: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser()
+        if self.transform is None:
+            self.transform = ImageTransforms()
         expected = [3, self.transform.crop_size, self.transform.crop_size]
-        if list(input_shape) != expected:
+        if list(self.input_shape) != expected:
             raise DmlError(
-                f"dataset.input_shape={list(input_shape)} but the transform yields {expected}; "
-                "set input_shape to [3, crop_size, crop_size]"
+                f"dataset.input_shape={list(self.input_shape)} but the transform yields "
+                f"{expected}; set input_shape to [3, crop_size, crop_size]"
             )
         self.input_shape = expected
-        self.num_classes = num_classes
-        self.val_split = val_split
-        self.val_fraction = val_fraction
-        self.skip_corrupt = skip_corrupt
-        self.verify_images = verify_images
-        self.seed = seed
 
     @abstractmethod
     def read(self, root: Path) -> dict[str, ImageList]:
-        """The benchmark's partitions, parsed from its annotation files under ``root``."""
+        """The image lists, by partition, parsed from the files under ``root``."""
 
-    def folds_problem(self) -> str | None:
-        """The benchmark's test classes are apart already; folds replace a class hold-out."""
-        return split_folds_problem(self.val_split, "dataset.val_split")
+    @abstractmethod
+    def make_splits(self, partitions: dict[str, ImageList]) -> DataSplits:
+        """Train, val and test out of the checked partitions."""
 
     def find_root(self) -> Path:
         """The folder that holds the annotations; subclasses accept a parent folder too."""
         return self.require_dir(self.data_dir)
+
+    def root_or_nested(self, folder: str, has_annotations: Callable[[Path], bool]) -> Path:
+        """``data_dir``, or its ``folder`` where that holds the annotations and ``data_dir``
+        does not: the folder an archive extracts, given one level up."""
+        root = self.require_dir(self.data_dir)
+        nested = root / folder
+        if not has_annotations(root) and has_annotations(nested):
+            return nested
+        return root
 
     def require_dir(self, path: Path) -> Path:
         if not path.is_dir():
@@ -112,38 +116,7 @@ class ImageSource(DatasetSource):
                 f"point dataset.data_dir at the full dataset ({self.layout}) or set num_classes"
             )
         checked = {name: self.checked(images, name) for name, images in partitions.items()}
-        return self.split(checked)
-
-    def split(self, partitions: dict[str, ImageList]) -> DataSplits:
-        """Train and val from the training partition; the test partition as it is."""
-        train = partitions["train"]
-        rng = np.random.default_rng(self.seed)
-        train_idx, val_idx = hold_out_val(
-            train.labels, self.val_split, self.val_fraction, rng, self.class_folds
-        )
-        train_tf = self.transform.train_transform()
-        eval_tf = self.transform.eval_transform()
-        query = gallery = None
-        if "query" in partitions:
-            query = self.dataset(partitions["query"], eval_tf)
-            gallery = self.dataset(partitions["gallery"], eval_tf)
-            test = ImageList.concat([partitions["query"], partitions["gallery"]])
-        else:
-            test = partitions["test"]
-        log.info(
-            "%s: %d train, %d val, %d test images",
-            type(self).__name__,
-            len(train_idx),
-            len(val_idx),
-            len(test),
-        )
-        return DataSplits(
-            train=self.dataset(train.subset(train_idx), train_tf),
-            val=self.dataset(train.subset(val_idx), eval_tf),
-            test=self.dataset(test, eval_tf),
-            query=query,
-            gallery=gallery,
-        )
+        return self.make_splits(checked)
 
     def dataset(self, images: ImageList, transform: Transform) -> ImageListDataset:
         """A split that decodes on access, under this source's ``skip_corrupt`` rule."""
@@ -183,6 +156,55 @@ class ImageSource(DatasetSource):
         return images.subset(keep)
 
 
+@dataclass(kw_only=True, eq=False)
+class PartitionedImageSource(ImageSource):
+    """Images that come in fixed partitions: ``train`` and ``test`` (or ``query`` and
+    ``gallery``, In-Shop's), as the benchmarks and OML tables fix them.
+
+    Validation is carved out of the training partition (see
+    :func:`dml.datasets.splitting.hold_out_val`): by default whole classes
+    (``val_split=classes``), so that validation retrieval, like the test, runs on classes
+    the model never trained on.
+    """
+
+    val_split: str = "classes"
+
+    def folds_problem(self) -> str | None:
+        """The test classes are apart already; folds replace a class hold-out."""
+        return no_folds_reason(self.val_split, "dataset.val_split")
+
+    def make_splits(self, partitions: dict[str, ImageList]) -> DataSplits:
+        """Train and val from the training partition; the test partition as it is."""
+        train = partitions["train"]
+        rng = np.random.default_rng(self.seed)
+        train_idx, val_idx = hold_out_val(
+            train.labels, self.val_split, self.val_fraction, rng, self.class_folds
+        )
+        train_tf = self.transform.train_transform()
+        eval_tf = self.transform.eval_transform()
+        query = gallery = None
+        if "query" in partitions:
+            query = self.dataset(partitions["query"], eval_tf)
+            gallery = self.dataset(partitions["gallery"], eval_tf)
+            test = ImageList.concat([partitions["query"], partitions["gallery"]])
+        else:
+            test = partitions["test"]
+        log.info(
+            "%s: %d train, %d val, %d test images",
+            type(self).__name__,
+            len(train_idx),
+            len(val_idx),
+            len(test),
+        )
+        return DataSplits(
+            train=self.dataset(train.subset(train_idx), train_tf),
+            val=self.dataset(train.subset(val_idx), eval_tf),
+            test=self.dataset(test, eval_tf),
+            query=query,
+            gallery=gallery,
+        )
+
+
 def require_classes(
     images: ImageList, expected: dict[int, str], annotation: Path, class_list: Path
 ) -> None:
@@ -199,39 +221,16 @@ def require_classes(
         raise DmlError(f"{annotation} uses class {min(unknown)}, which {class_list} does not list")
 
 
-class ClassRangeSource(ImageSource):
+@dataclass(kw_only=True, eq=False)
+class ClassRangeSource(PartitionedImageSource):
     """The CUB and Cars protocol: class ids up to ``train_classes`` train, the rest test."""
 
-    def __init__(
-        self,
-        data_dir: str | Path,
-        input_shape: Sequence[int],
-        num_classes: int,
-        train_classes: int,
-        transform: ImageTransforms | None = None,
-        val_split: str = "classes",
-        val_fraction: float = 0.1,
-        skip_corrupt: bool = False,
-        verify_images: bool = True,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            data_dir,
-            input_shape,
-            num_classes,
-            transform,
-            val_split,
-            val_fraction,
-            skip_corrupt,
-            verify_images,
-            seed,
-        )
-        if not 0 < train_classes < num_classes:
-            raise DmlError(
-                f"dataset.train_classes={train_classes} must lie between 1 and "
-                f"{num_classes - 1}: class ids up to it train, the others test"
-            )
-        self.train_classes = train_classes
+    num_classes: int
+    train_classes: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.train_classes = train_class_count(self.num_classes, self.train_classes)
 
     @abstractmethod
     def read_all(self, root: Path) -> ImageList:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dml.datasets.image_files import ImageList
-from dml.datasets.images import ClassRangeSource, require_classes
+from dml.datasets.images.files import ImageList
+from dml.datasets.images.source import ClassRangeSource, require_classes
 from dml.errors import DmlError
 
 
@@ -37,11 +37,7 @@ class CUB200(ClassRangeSource):
 
     def find_root(self) -> Path:
         """The CUB_200_2011 folder itself, or the folder the archive was extracted into."""
-        root = self.require_dir(self.data_dir)
-        nested = root / "CUB_200_2011"
-        if not (root / "images.txt").exists() and (nested / "images.txt").exists():
-            return nested
-        return root
+        return self.root_or_nested("CUB_200_2011", lambda folder: (folder / "images.txt").exists())
 
     def read_all(self, root: Path) -> ImageList:
         images_file = self.require_file(root / "images.txt")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dml.datasets.image_files import ImageList
-from dml.datasets.images import ImageSource
+from dml.datasets.images.files import ImageList
+from dml.datasets.images.source import PartitionedImageSource
 from dml.errors import DmlError
 
 HEADER = ["image_id", "class_id", "super_class_id", "path"]
 
 
-class StanfordOnlineProducts(ImageSource):
+class StanfordOnlineProducts(PartitionedImageSource):
     layout = (
         "Stanford_Online_Products/ with Ebay_train.txt and Ebay_test.txt (header "
         "'image_id class_id super_class_id path', then one line per image) and the image "
@@ -25,11 +25,9 @@ class StanfordOnlineProducts(ImageSource):
 
     def find_root(self) -> Path:
         """The Stanford_Online_Products folder, or the folder the archive was extracted into."""
-        root = self.require_dir(self.data_dir)
-        nested = root / "Stanford_Online_Products"
-        if not (root / "Ebay_train.txt").exists() and (nested / "Ebay_train.txt").exists():
-            return nested
-        return root
+        return self.root_or_nested(
+            "Stanford_Online_Products", lambda folder: (folder / "Ebay_train.txt").exists()
+        )
 
     def read(self, root: Path) -> dict[str, ImageList]:
         parts = {

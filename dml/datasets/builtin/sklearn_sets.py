@@ -6,7 +6,8 @@ different scales, where a learned metric visibly beats the Euclidean one in k-NN
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ LOADERS: dict[str, Callable[[], Any]] = {
 }
 
 
+@dataclass(kw_only=True, eq=False)
 class SklearnTabular(ArraySource):
     """Each feature is shifted and scaled by the training split's mean and std only.
 
@@ -29,23 +31,12 @@ class SklearnTabular(ArraySource):
     training split's statistics are what a deployed model would also have.
     """
 
-    def __init__(
-        self,
-        name: str,
-        input_shape: Sequence[int],
-        num_classes: int,
-        split: str = "samples",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        train_classes: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        if name not in LOADERS:
-            raise DmlError(f"dataset.name={name!r} is not one of {sorted(LOADERS)}")
-        super().__init__(
-            input_shape, num_classes, split, val_fraction, test_fraction, train_classes, seed
-        )
-        self.name = name
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in LOADERS:
+            raise DmlError(f"dataset.name={self.name!r} is not one of {sorted(LOADERS)}")
+        super().__post_init__()
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         data = LOADERS[self.name]()
@@ -63,7 +54,9 @@ class SklearnTabular(ArraySource):
         std = train.std(dim=0).clamp_min(1e-8)
 
         def standardised(split: TensorLabeledDataset) -> TensorLabeledDataset:
-            return TensorLabeledDataset((split.features - mean) / std, split.labels)
+            return TensorLabeledDataset(
+                (split.features - mean) / std, split.labels, split.transform, split.groups
+            )
 
         return DataSplits(
             train=standardised(raw.train),

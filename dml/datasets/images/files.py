@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from dml.datasets.base import LabeledDataset
-from dml.datasets.crop_boxes import boxes_or_whole, crop
+from dml.datasets.images.crop_boxes import boxes_or_whole, crop
 from dml.errors import DmlError
 from dml.transforms import Transform
 

@@ -1,8 +1,9 @@
 """``dataset=features``: the user's own vectors, of any modality, from one file.
 
 Sentence embeddings, speaker vectors or tabular measurements arrive as a ``.npz``, a
-``.npy`` pair, a ``.csv`` or a ``.parquet`` file (:mod:`dml.datasets.feature_files` reads
-and checks them) and train with ``backbone=mlp`` or ``backbone=linear``.
+``.npy`` pair (:mod:`.array_features`), a ``.csv`` or a ``.parquet`` file
+(:mod:`.column_features`), are read into checked rows (:mod:`.feature_rows`) and train
+with ``backbone=mlp`` or ``backbone=linear``.
 
 They are split like the built-in data (``samples`` or ``classes``), or by the file's own
 ``split`` column or array (``file``; ``auto``, the default, uses it where the file has
@@ -21,20 +22,50 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dml.datasets.base import SPLITS, DatasetSource, DataSplits, TensorLabeledDataset, split_indices
-from dml.datasets.feature_files import LABEL, SPLIT, FeatureTable, read_feature_file
-from dml.datasets.held_out import (
-    HELD_OUT_MIN,
-    TRAINED_MIN,
-    report_kept_whole,
-    require_matches,
-    take_per_class,
-)
+from dml.datasets.base import DatasetSource, DataSplits, TensorLabeledDataset
+from dml.datasets.splitting import SPLITS, check_split_settings, marked_split, split_indices
+from dml.datasets.user_files.array_features import read_npy_pair, read_npz
+from dml.datasets.user_files.column_features import read_columns
+from dml.datasets.user_files.feature_rows import LABEL, SPLIT, FeatureRows
 from dml.errors import DmlError
 
 log = logging.getLogger(__name__)
 
 SPLIT_MODES = ("auto", *SPLITS, "file")
+SUFFIXES = (".npz", ".npy", ".csv", ".parquet")
+
+
+def read_feature_file(
+    path: str | Path,
+    labels_path: str | Path | None = None,
+    feature_columns: Sequence[str] | None = None,
+) -> FeatureRows:
+    """The checked contents of ``path``; ``labels_path`` is the labels' .npy for a .npy
+    of features, ``feature_columns`` the feature columns of a .csv or .parquet (default: every
+    numeric column other than label, group and split)."""
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DmlError(
+            f"dataset.path={path} is not a feature file; use one of {', '.join(SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise DmlError(f"dataset.path={path} does not exist or is not a file")
+    if feature_columns is not None and suffix not in (".csv", ".parquet"):
+        raise DmlError(
+            f"dataset.feature_columns names columns of a .csv or .parquet, but {path} is a "
+            f"{suffix} file; set dataset.feature_columns=null"
+        )
+    if labels_path is not None and suffix != ".npy":
+        raise DmlError(
+            f"dataset.labels_path is for a .npy of features; {path} holds its own labels, so "
+            "set dataset.labels_path=null"
+        )
+    if suffix == ".npz":
+        return read_npz(path)
+    if suffix == ".npy":
+        return read_npy_pair(path, labels_path)
+    return read_columns(path, feature_columns)
 
 
 def _stamp(path: str | Path | None) -> tuple[int, int]:
@@ -54,16 +85,16 @@ def _read_once(
     labels_path: str | None,
     columns: tuple[str, ...] | None,
     stamps: tuple[tuple[int, int], tuple[int, int]],
-) -> FeatureTable:
+) -> FeatureRows:
     return read_feature_file(path, labels_path, columns)
 
 
-def cached_table(
+def cached_rows(
     path: str | Path,
     labels_path: str | Path | None = None,
     feature_columns: Sequence[str] | None = None,
-) -> FeatureTable:
-    """The file's table, read once per process even though both the config (its shape)
+) -> FeatureRows:
+    """The file's rows, read once per process even though both the config (its shape)
     and the source (its rows) need it."""
     columns = tuple(str(c) for c in feature_columns) if feature_columns is not None else None
     labels = str(labels_path) if labels_path is not None else None
@@ -72,13 +103,13 @@ def cached_table(
 
 def _readable(
     path: str | None, labels_path: str | None, feature_columns: Sequence[str] | None
-) -> FeatureTable | None:
-    """The table, or None where it cannot be read: the source's ``load`` then says why in
+) -> FeatureRows | None:
+    """The rows, or None where it cannot be read: the source's ``load`` then says why in
     one line, rather than a config-resolution error wrapped around the message."""
     if path is None:
         return None
     try:
-        return cached_table(path, labels_path, feature_columns)
+        return cached_rows(path, labels_path, feature_columns)
     except DmlError:
         return None
 
@@ -87,8 +118,8 @@ def file_input_shape(
     path: str | None, labels_path: str | None = None, feature_columns: Sequence[str] | None = None
 ) -> list[int] | None:
     """``${dml.feature_shape:...}``: the shape of one row of features."""
-    table = _readable(path, labels_path, feature_columns)
-    return None if table is None else [int(n) for n in table.features.shape[1:]]
+    rows = _readable(path, labels_path, feature_columns)
+    return None if rows is None else [int(n) for n in rows.features.shape[1:]]
 
 
 def file_num_classes(
@@ -96,8 +127,8 @@ def file_num_classes(
 ) -> int | None:
     """``${dml.feature_classes:...}``: one more than the largest label, since labels index
     the rows of a per-class loss's parameters."""
-    table = _readable(path, labels_path, feature_columns)
-    return None if table is None else int(table.labels.max()) + 1
+    rows = _readable(path, labels_path, feature_columns)
+    return None if rows is None else int(rows.labels.max()) + 1
 
 
 class FeatureFile(DatasetSource):
@@ -118,16 +149,7 @@ class FeatureFile(DatasetSource):
         standardize: bool = True,
         seed: int = 0,
     ) -> None:
-        if split not in SPLIT_MODES:
-            raise DmlError(f"dataset.split={split!r} is not one of {', '.join(SPLIT_MODES)}")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < value < 1:
-                raise DmlError(f"dataset.{name}={value} must lie strictly between 0 and 1")
-        if split == "samples" and val_fraction + test_fraction >= 1:
-            raise DmlError(
-                f"dataset.val_fraction + dataset.test_fraction = {val_fraction + test_fraction}"
-                " leaves no training data; make their sum less than 1"
-            )
+        check_split_settings(split, val_fraction, test_fraction, SPLIT_MODES)
         if isinstance(feature_columns, str):
             feature_columns = [feature_columns]
         self.path = path
@@ -142,48 +164,50 @@ class FeatureFile(DatasetSource):
         self.standardize = standardize
         self.seed = seed
 
-    def table(self) -> FeatureTable:
+    def rows(self) -> FeatureRows:
         if self.path is None:
             raise DmlError(
                 "dataset.path is not set: dml train dataset=features dataset.path=FILE "
                 "(.npz, .npy with dataset.labels_path, .csv or .parquet)"
             )
-        table = cached_table(self.path, self.labels_path, self.feature_columns)
-        shape = [int(n) for n in table.features.shape[1:]]
+        rows = cached_rows(self.path, self.labels_path, self.feature_columns)
+        shape = [int(n) for n in rows.features.shape[1:]]
         if self.input_shape is not None and self.input_shape != shape:
             raise DmlError(
-                f"dataset.input_shape={self.input_shape} but {table.path} has rows of shape "
+                f"dataset.input_shape={self.input_shape} but {rows.path} has rows of shape "
                 f"{shape}; leave dataset.input_shape at its default (read from the file)"
             )
-        return table
+        return rows
 
     def load(self) -> DataSplits:
-        table = self.table()
-        self.check_classes(table)
-        mode = self.split_mode(table)
+        rows = self.rows()
+        self.check_classes(rows)
+        mode = self.split_mode(rows)
         rng = np.random.default_rng(self.seed)
         if mode == "file":
-            train, val, test = self.file_split(table, rng)
+            assert rows.split is not None
+            where = f"{rows.path}: {rows.field(SPLIT)}"
+            train, val, test = marked_split(rows.labels, rows.split, self.val_fraction, rng, where)
         else:
             train, val, test = split_indices(
-                table.labels,
+                rows.labels,
                 mode,
                 self.val_fraction,
                 self.test_fraction,
                 self.train_classes,
                 rng,
             )
-        x = torch.as_tensor(table.features)
+        x = torch.as_tensor(rows.features)
         if self.standardize:
             x = standardized(x, torch.as_tensor(train))
-        y = torch.as_tensor(table.labels)
-        g = torch.as_tensor(table.groups) if table.groups is not None else None
+        y = torch.as_tensor(rows.labels)
+        g = torch.as_tensor(rows.groups) if rows.groups is not None else None
         log.info(
             "%s: %d rows of shape %s, %d classes: %d train, %d val, %d test (split=%s)",
-            table.path,
+            rows.path,
             len(y),
             list(x.shape[1:]),
-            len(np.unique(table.labels)),
+            len(np.unique(rows.labels)),
             len(train),
             len(val),
             len(test),
@@ -191,74 +215,43 @@ class FeatureFile(DatasetSource):
         )
 
         def part(index: np.ndarray) -> TensorLabeledDataset:
-            rows = torch.as_tensor(index, dtype=torch.long)
-            data = TensorLabeledDataset(x[rows], y[rows], groups=g[rows] if g is not None else None)
-            data.class_names = table.class_names
+            taken = torch.as_tensor(index, dtype=torch.long)
+            data = TensorLabeledDataset(
+                x[taken], y[taken], groups=g[taken] if g is not None else None
+            )
+            data.class_names = rows.class_names
             return data
 
         return DataSplits(train=part(train), val=part(val), test=part(test))
 
-    def check_classes(self, table: FeatureTable) -> None:
+    def check_classes(self, rows: FeatureRows) -> None:
         """A class of one row can neither be trained on (no positive pair) nor retrieved."""
-        _, first, counts = np.unique(table.labels, return_index=True, return_counts=True)
+        _, first, counts = np.unique(rows.labels, return_index=True, return_counts=True)
         single = np.flatnonzero(counts == 1)
         if len(single) == 0:
             return
         row = int(first[single[0]])
-        label = int(table.labels[row])
-        name = table.class_names[label] if table.class_names is not None else label
+        label = int(rows.labels[row])
+        name = rows.class_names[label] if rows.class_names is not None else label
         raise DmlError(
-            f"{table.path}: {table.field(LABEL)}, {table.row(row)}: class {name!r} has only "
+            f"{rows.path}: {rows.field(LABEL)}, {rows.row(row)}: class {name!r} has only "
             f"this row ({len(single)} classes have one); every class needs 2 rows to be "
             "trained on or retrieved: add rows or remove the class"
         )
 
-    def split_mode(self, table: FeatureTable) -> str:
+    def split_mode(self, rows: FeatureRows) -> str:
         if self.split == "auto":
-            return "file" if table.split is not None else "samples"
-        if self.split == "file" and table.split is None:
+            return "file" if rows.split is not None else "samples"
+        if self.split == "file" and rows.split is None:
             raise DmlError(
-                f"dataset.split=file, but {table.path} has no {table.field(SPLIT)}; add one "
+                f"dataset.split=file, but {rows.path} has no {rows.field(SPLIT)}; add one "
                 "(train, val or test per row) or use dataset.split=samples or classes"
             )
-        if self.split != "file" and table.split is not None:
+        if self.split != "file" and rows.split is not None:
             log.info(
-                "%s: dataset.split=%s; the file's own split is not used", table.path, self.split
+                "%s: dataset.split=%s; the file's own split is not used", rows.path, self.split
             )
         return self.split
-
-    def file_split(
-        self, table: FeatureTable, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The rows marked train, val and test. A file with no val rows gets a stratified
-        ``val_fraction`` of the train rows as validation."""
-        assert table.split is not None
-        parts = {name: np.flatnonzero(table.split == name) for name in ("train", "val", "test")}
-        for name in ("train", "test"):
-            if len(parts[name]) == 0:
-                raise DmlError(
-                    f"{table.path}: {table.field(SPLIT)} marks no row {name!r}; mark some, "
-                    "or use dataset.split=samples or classes"
-                )
-        train, val = parts["train"], parts["val"]
-        if len(val) == 0:
-            taken, too_small = take_per_class(table.labels[train], self.val_fraction, rng)
-            report_kept_whole(
-                table.labels[train],
-                too_small,
-                HELD_OUT_MIN + TRAINED_MIN,
-                f"{table.path} (no 'val' rows)",
-                "val",
-            )
-            val = train[taken]
-            train = np.setdiff1d(train, val)
-        for name, index in (("val", val), ("test", parts["test"])):
-            require_matches(
-                table.labels[index],
-                name,
-                f"mark two or more rows of some class {name!r} in {table.path}",
-            )
-        return rng.permutation(train), val, parts["test"]
 
 
 def standardized(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 :func:`make_benchmark` is what ``scripts/make_fake_benchmark.py`` runs: at ``scale=1.0``
 each format gets the real class and image counts of each partition; at a smaller scale
-both shrink in proportion (at least two classes per partition, at least two images per
+both shrink in proportion (at least four classes per partition, at least two images per
 class), so a test can build a tree of the same shape in a second. Per-class counts vary
 around the mean as a multinomial draw, seeded like the images.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dml.datasets.fake_trees import (
+from dml.datasets.fakes.trees import (
     BenchmarkTree,
     Look,
     write_cars,
@@ -55,11 +55,13 @@ LOOKS: dict[str, tuple[tuple[int, int], float]] = {
 }
 FORMATS = tuple(FULL_SIZE)
 MIN_PER_CLASS = 2
+# Two classes to validate on and two to train on: the fewest that a class split scores.
+MIN_CLASSES = 4
 
 
 def class_counts(partition: Partition, scale: float, rng: np.random.Generator) -> np.ndarray:
     """Per-class image counts of ``partition`` at ``scale``: they sum to the scaled total."""
-    classes = max(2, round(partition.classes * scale))
+    classes = max(MIN_CLASSES, round(partition.classes * scale))
     total = max(MIN_PER_CLASS * classes, round(partition.images * scale))
     extra = rng.multinomial(total - MIN_PER_CLASS * classes, np.full(classes, 1 / classes))
     return MIN_PER_CLASS + extra

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dml.datasets.image_files import ImageList, group_numbers
-from dml.datasets.images import ImageSource
+from dml.datasets.images.files import ImageList, group_numbers
+from dml.datasets.images.source import PartitionedImageSource
 from dml.errors import DmlError
 
 HEADER = ["image_name", "item_id", "evaluation_status"]
@@ -29,7 +29,7 @@ ITEM_ID = re.compile(r"id_(\d+)")
 SERIES = re.compile(r"(\d+)_")
 
 
-class InShop(ImageSource):
+class InShop(PartitionedImageSource):
     layout = (
         "an In-Shop folder with list_eval_partition.txt (or Eval/list_eval_partition.txt: a "
         "count line, the header 'image_name item_id evaluation_status', then lines like "

@@ -6,7 +6,7 @@ In-Shop 52,712 of 7,982 items (each in its real train/test partition sizes), so 
 loaders, the P×K sampler and the input pipeline can be measured at full size offline.
 Annotation files copy the real formats line for line (headers, id columns, MATLAB
 struct fields); image sizes approximate the releases' (about 500×375 for CUB, 256×256
-for In-Shop). Images come from :mod:`dml.datasets.fake_images`: class-dependent, seeded.
+for In-Shop). Images come from :mod:`dml.datasets.fakes.images`: class-dependent, seeded.
 
 Every writer takes the per-class image counts itself, so tests build tiny trees of the
 same format with the same code (``tests/fixtures/trees.py``).
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import savemat
 
-from dml.datasets.fake_images import ImageJob, jittered_size, write_images
+from dml.datasets.fakes.images import ImageJob, jittered_size, write_images
 from dml.errors import DmlError
 
 SOP_CATEGORIES = (

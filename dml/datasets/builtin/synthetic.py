@@ -14,6 +14,7 @@ and the group ids let ``eval.exclude_same_group=true`` measure retrieval across 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,51 +22,42 @@ from dml.datasets.base import ArraySource
 from dml.errors import DmlError
 
 
+@dataclass(kw_only=True, eq=False)
 class GaussianClusters(ArraySource):
-    def __init__(
-        self,
-        num_classes: int,
-        dim: int,
-        samples_per_class: int,
-        input_shape: Sequence[int] | None = None,
-        cluster_std: float = 1.0,
-        center_std: float = 2.0,
-        split: str = "samples",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        train_classes: int | None = None,
-        seed: int = 0,
-        groups_per_class: int | None = None,
-        group_std: float = 1.0,
-    ) -> None:
-        if groups_per_class is not None and not 1 <= groups_per_class <= samples_per_class:
+    dim: int
+    samples_per_class: int
+    #: Always [dim]; given only to be checked.
+    input_shape: Sequence[int] | None = None
+    cluster_std: float = 1.0
+    center_std: float = 2.0
+    groups_per_class: int | None = None
+    group_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        groups, size = self.groups_per_class, self.samples_per_class
+        if groups is not None and not 1 <= groups <= size:
             raise DmlError(
-                f"dataset.groups_per_class={groups_per_class} must lie between 1 and "
-                f"dataset.samples_per_class={samples_per_class}, or be null (no groups)"
+                f"dataset.groups_per_class={groups} must lie between 1 and "
+                f"dataset.samples_per_class={size}, or be null (no groups)"
             )
-        if group_std < 0:
-            raise DmlError(f"dataset.group_std={group_std} must not be negative")
-        if num_classes < 2 or dim < 1 or samples_per_class < 2:
+        if self.group_std < 0:
+            raise DmlError(f"dataset.group_std={self.group_std} must not be negative")
+        if self.num_classes < 2 or self.dim < 1 or size < 2:
             raise DmlError(
-                f"dataset.num_classes={num_classes}, dim={dim}, samples_per_class="
-                f"{samples_per_class}: need at least 2 classes, 1 dimension and 2 samples "
-                "per class"
+                f"dataset.num_classes={self.num_classes}, dim={self.dim}, samples_per_class="
+                f"{size}: need at least 2 classes, 1 dimension and 2 samples per class"
             )
-        if cluster_std <= 0 or center_std <= 0:
+        if self.cluster_std <= 0 or self.center_std <= 0:
             raise DmlError(
-                f"dataset.cluster_std={cluster_std} and center_std={center_std} must be positive"
+                f"dataset.cluster_std={self.cluster_std} and center_std={self.center_std} "
+                "must be positive"
             )
-        if input_shape is not None and list(input_shape) != [dim]:
-            raise DmlError(f"dataset.input_shape={list(input_shape)} must be [dim] = [{dim}]")
-        super().__init__(
-            [dim], num_classes, split, val_fraction, test_fraction, train_classes, seed
-        )
-        self.dim = dim
-        self.samples_per_class = samples_per_class
-        self.cluster_std = cluster_std
-        self.center_std = center_std
-        self.groups_per_class = groups_per_class
-        self.group_std = group_std
+        if self.input_shape is not None and list(self.input_shape) != [self.dim]:
+            raise DmlError(
+                f"dataset.input_shape={list(self.input_shape)} must be [dim] = [{self.dim}]"
+            )
+        self.input_shape = [self.dim]
+        super().__post_init__()
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         # Its own generator: the data must not change when the split's draws change.

@@ -1,5 +1,5 @@
-"""Feature tables (.csv, .parquet): a ``label`` column, optional ``group`` and ``split``
-columns, and the feature columns.
+"""Feature files with named columns (.csv, .parquet): a ``label`` column, optional ``group``
+and ``split`` columns, and the feature columns.
 
 Without ``dataset.feature_columns`` every other column that holds numbers is a feature and
 a column of text (file names, ids) is skipped. A column that mixes numbers with text is
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dml.datasets.feature_files import (
+from dml.datasets.user_files.feature_rows import (
     GROUP,
     LABEL,
     SPLIT,
-    FeatureTable,
+    FeatureRows,
     class_ids,
     finite_float32,
     group_ids,
@@ -31,11 +31,11 @@ from dml.errors import DmlError
 log = logging.getLogger(__name__)
 
 
-def read_table(path: Path, feature_columns: Sequence[str] | None) -> FeatureTable:
+def read_columns(path: Path, feature_columns: Sequence[str] | None) -> FeatureRows:
     frame = _read_frame(path)
     frame.columns = [str(c) for c in frame.columns]
-    probe = FeatureTable(
-        path, np.empty((len(frame), 0)), np.empty(0), is_table=True, is_csv=_is_csv(path)
+    probe = FeatureRows(
+        path, np.empty((len(frame), 0)), np.empty(0), by_column=True, is_csv=_is_csv(path)
     )
     if LABEL not in frame.columns:
         raise DmlError(
@@ -71,24 +71,24 @@ def read_table(path: Path, feature_columns: Sequence[str] | None) -> FeatureTabl
             f"{path} has no numeric feature column besides {LABEL}, {GROUP} and {SPLIT} "
             f"(text columns: {_listing(skipped) or 'none'}); add feature columns"
         )
-    table = FeatureTable(
+    rows = FeatureRows(
         path,
         np.empty((len(frame), 0)),
         np.empty(0),
         feature_names=tuple(used),
-        is_table=True,
+        by_column=True,
         is_csv=probe.is_csv,
     )
-    ids, names = class_ids(_plain(frame[LABEL]), table)
-    return FeatureTable(
+    ids, names = class_ids(_plain(frame[LABEL]), rows)
+    return FeatureRows(
         path=path,
-        features=finite_float32(np.column_stack(values), table),
+        features=finite_float32(np.column_stack(values), rows),
         labels=ids,
         class_names=names,
-        groups=group_ids(_plain(frame[GROUP]), table) if GROUP in frame.columns else None,
-        split=split_values(_plain(frame[SPLIT]), table) if SPLIT in frame.columns else None,
+        groups=group_ids(_plain(frame[GROUP]), rows) if GROUP in frame.columns else None,
+        split=split_values(_plain(frame[SPLIT]), rows) if SPLIT in frame.columns else None,
         feature_names=tuple(used),
-        is_table=True,
+        by_column=True,
         is_csv=probe.is_csv,
     )
 
@@ -113,7 +113,7 @@ def _read_frame(path: Path) -> pd.DataFrame:
         raise DmlError(f"cannot read {path} as Parquet: {exc}") from exc
 
 
-def _numbers(column: pd.Series, name: str, table: FeatureTable, named: bool) -> np.ndarray | None:
+def _numbers(column: pd.Series, name: str, rows: FeatureRows, named: bool) -> np.ndarray | None:
     """The column as float64; None for a text column that was not asked for by name."""
     if column.dtype.kind in "iufb":
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -130,7 +130,7 @@ def _numbers(column: pd.Series, name: str, table: FeatureTable, named: bool) -> 
         else "fix the value, or list the feature columns in dataset.feature_columns"
     )
     raise DmlError(
-        f"{table.path}: column {name!r}, {table.row(row)}: {column.iloc[row]!r} is not a "
+        f"{rows.path}: column {name!r}, {rows.row(row)}: {column.iloc[row]!r} is not a "
         f"number; {fix}"
     )
 

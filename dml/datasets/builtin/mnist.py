@@ -16,14 +16,8 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
-from dml.datasets.base import (
-    SPLITS,
-    DatasetSource,
-    DataSplits,
-    TensorLabeledDataset,
-    stratified_take,
-)
-from dml.datasets.folds import split_folds_problem
+from dml.datasets.base import DatasetSource, DataSplits, TensorLabeledDataset
+from dml.datasets.splitting import check_split_settings, no_folds_reason, partition_split
 from dml.errors import DmlError
 from dml.transforms import SmallImageTransforms
 
@@ -54,10 +48,7 @@ class TorchvisionMNIST(DatasetSource):
     ) -> None:
         if variant not in VARIANTS:
             raise DmlError(f"dataset.variant={variant!r} is not one of {VARIANTS}")
-        if split not in SPLITS:
-            raise DmlError(f"dataset.split={split!r} is not one of {SPLITS}")
-        if not 0 < val_fraction < 1:
-            raise DmlError(f"dataset.val_fraction={val_fraction} must lie strictly between 0 and 1")
+        check_split_settings(split, val_fraction)
         if list(input_shape) != [1, 28, 28]:
             raise DmlError(f"dataset.input_shape={list(input_shape)} must be [1, 28, 28]")
         self.root = Path(root).expanduser()
@@ -72,7 +63,7 @@ class TorchvisionMNIST(DatasetSource):
         self.seed = seed
 
     def folds_problem(self) -> str | None:
-        return split_folds_problem(self.split)
+        return no_folds_reason(self.split)
 
     def read(self, train: bool) -> tuple[Tensor, Tensor]:
         """Images as [N, 1, 28, 28] floats in [0, 1], and their labels."""
@@ -101,28 +92,21 @@ class TorchvisionMNIST(DatasetSource):
     def load(self) -> DataSplits:
         x, y = self.read(train=True)
         test_x, test_y = self.read(train=False)
-        rng = np.random.default_rng(self.seed)
-        if self.split == "classes":
-            n_train = self.train_classes
-            if n_train is None:
-                n_train = self.num_classes // 2
-            if not 0 < n_train < self.num_classes:
-                raise DmlError(
-                    f"dataset.train_classes={n_train} must lie between 1 and {self.num_classes - 1}"
-                )
-            seen = y < n_train
-            x, y = x[seen], y[seen]
-            unseen = test_y >= n_train
-            test_x, test_y = test_x[unseen], test_y[unseen]
-        if self.class_folds is not None:
-            train_idx, val_idx = self.class_folds.split(y.numpy(), rng)
-            train, val = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
-        else:
-            val = torch.as_tensor(stratified_take(y.numpy(), self.val_fraction, rng))
-            train = torch.as_tensor(rng.permutation(np.setdiff1d(np.arange(len(y)), val.numpy())))
+        train, val, test = (
+            torch.as_tensor(index)
+            for index in partition_split(
+                y.numpy(),
+                test_y.numpy(),
+                self.split,
+                self.val_fraction,
+                self.train_classes,
+                np.random.default_rng(self.seed),
+                self.class_folds,
+            )
+        )
         eval_tf = self.transform.eval_transform()
         return DataSplits(
             train=TensorLabeledDataset(x[train], y[train], self.transform.train_transform()),
             val=TensorLabeledDataset(x[val], y[val], eval_tf),
-            test=TensorLabeledDataset(test_x, test_y, eval_tf),
+            test=TensorLabeledDataset(test_x[test], test_y[test], eval_tf),
         )
