@@ -6,6 +6,7 @@ The config path is the package's own ``dml/conf``, so `dml` works from any direc
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -58,6 +59,7 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
         run_dir = Path(hydra_cfg.runtime.output_dir)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         try:
+            require_given(cfg, hydra_cfg.job.config_name)
             return task(cfg)
         except Exception as exc:
             if multirun or holds_results(run_dir):
@@ -82,6 +84,23 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
     wrapped.__name__ = task.__name__
     wrapped.__doc__ = task.__doc__
     return wrapped
+
+
+def require_given(cfg: DictConfig, command: str) -> None:
+    """A key the command needs (``???`` in its YAML, e.g. ``query``) is named at start."""
+    from omegaconf import OmegaConf
+
+    from dml.errors import DmlError
+
+    # Top-level keys only, read without resolving: a broken interpolation elsewhere is
+    # check_config's to name.
+    missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        given = " ".join(f"{key}=..." for key in missing)
+        raise DmlError(
+            f"{', '.join(missing)} must be given: dml {command} {given} "
+            f"(dml {command} --help describes each)"
+        )
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -161,6 +180,28 @@ def quiet_library_chatter() -> None:
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
 
 
+def run_reporting_composition_errors(command: Callable[[], Any], overrides: list[str]) -> None:
+    """Run a Hydra command; a command line that cannot be composed exits with one line.
+
+    Hydra prints its own multi-line report (with the config search path) unless
+    ``HYDRA_FULL_ERROR=1``, which lets the error reach here, where
+    :mod:`dml.config.override_errors` names the closest option or key. A user who set
+    ``HYDRA_FULL_ERROR=1`` gets Hydra's full report, as Hydra documents.
+    """
+    from hydra.errors import HydraException
+
+    asked_for_full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        command()
+    except HydraException as exc:
+        if asked_for_full_errors:
+            raise
+        from dml.config.override_errors import explain
+
+        raise SystemExit(f"error: {explain(exc, overrides)}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
@@ -172,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [f"dml-{command}", *rest]
     quiet_library_chatter()
     try:
-        COMMANDS[command]()
+        run_reporting_composition_errors(COMMANDS[command], rest)
     except BrokenPipeError:
         # Output piped into e.g. `head`, which closed early: not an error.
         sys.stderr.close()

@@ -4,6 +4,7 @@ every entry point (the CLI, Hydra's compose API in tests and notebooks) has them
 ``${dml.feature_shape:PATH,LABELS_PATH,COLUMNS}`` and ``${dml.feature_classes:...}`` read
 a feature file's row shape and class count (``conf/dataset/features.yaml``), so the
 backbone and the per-class losses fit the user's file without the user counting columns.
+``${dml.help_body:COMMAND}`` is the body of ``dml COMMAND --help`` (:mod:`dml.config.help`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,17 @@ def _feature_classes(path: Any, labels_path: Any = None, columns: Any = None) ->
     return file_num_classes(path, labels_path, _columns(columns))
 
 
-RESOLVERS = {"dml.feature_shape": _feature_shape, "dml.feature_classes": _feature_classes}
+def _help_body(command: str, _root_: Any) -> str:
+    from dml.config.help import help_body
+
+    return help_body(command, _root_)
+
+
+RESOLVERS = {
+    "dml.feature_shape": _feature_shape,
+    "dml.feature_classes": _feature_classes,
+    "dml.help_body": _help_body,
+}
 
 
 def register_resolvers() -> None:

@@ -82,11 +82,10 @@ def test_multirun_writes_one_directory_and_wandb_run_per_job(tmp_path: Path) -> 
 def test_mistyped_option_and_key_fail_before_any_work(tmp_path: Path) -> None:
     bad_option = dml("train", "loss=tripplet", cwd=tmp_path)
     assert bad_option.returncode != 0
-    assert "Could not find 'loss/tripplet'" in bad_option.stderr
-    assert "Available options in 'loss'" in bad_option.stderr
+    assert "error: loss=tripplet is not an option of loss; did you mean" in bad_option.stderr
     bad_key = dml("train", "loss.margn=0.3", cwd=tmp_path)
     assert bad_key.returncode != 0
-    assert "Could not override 'loss.margn'" in bad_key.stderr
+    assert "has no key margn; did you mean loss.margin=0.3?" in bad_key.stderr
     assert not (tmp_path / "outputs").exists()
 
 
