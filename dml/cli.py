@@ -35,15 +35,13 @@ examples:
 """
 
 
-# Jobs of this process's multirun that failed, reported once the sweep ends.
-failed_jobs: list[str] = []
-
-
 def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turn a DmlError into one line on stderr and a non-zero exit, instead of a traceback.
 
-    In a multirun a failed job leaves a ``FAILED`` marker in its directory and the sweep goes
-    on; :func:`main` exits non-zero at the end, naming the failed jobs.
+    In a multirun a failed job leaves a ``FAILED`` marker in its directory, logs one line
+    (a traceback only for an error that is not the user's input) and the sweep goes on;
+    :class:`dml.config.sweep_summary.SweepSummary` names the failed jobs at the end and
+    exits non-zero.
     """
 
     def wrapped(cfg: DictConfig) -> Any:
@@ -68,17 +66,15 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
                 # A single run that failed before measuring anything leaves nothing behind,
                 # so `dml compare outputs/runs/*` lists no empty "unfinished" runs.
                 shutil.rmtree(run_dir, ignore_errors=True)
-            line = (
-                f"error: {one_line(exc)}"
-                if isinstance(exc, DmlError)
-                else f"error: {type(exc).__name__}: {exc}"
-            )
             if not multirun:
                 if isinstance(exc, DmlError):
-                    raise SystemExit(line) from None
+                    raise SystemExit(f"error: {one_line(exc)}") from None
                 raise
-            logging.getLogger("dml").exception("job %s failed", hydra_cfg.job.num)
-            failed_jobs.append(f"job {hydra_cfg.job.num} ({run_dir}): {line}")
+            log = logging.getLogger("dml")
+            if isinstance(exc, DmlError):
+                log.error("job %s failed: %s", hydra_cfg.job.num, one_line(exc))
+            else:
+                log.exception("job %s failed", hydra_cfg.job.num)
             return None
 
     wrapped.__name__ = task.__name__
@@ -217,5 +213,3 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         # Output piped into e.g. `head`, which closed early: not an error.
         sys.stderr.close()
-    if failed_jobs:
-        raise SystemExit(f"error: {len(failed_jobs)} job(s) failed:\n" + "\n".join(failed_jobs))

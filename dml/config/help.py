@@ -9,7 +9,7 @@ resolver fills:
   with their one-line descriptions (the comment above each key in ``conf/<command>.yaml``),
   then the groups. The training config is the checkpoint's, so it is not printed.
 
-Groups that dml composes itself (``experiment_loss``) are left out.
+Groups that dml composes itself (``experiment_loss``, ``trainer_last``) are left out.
 """
 
 from __future__ import annotations

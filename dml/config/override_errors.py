@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 # How alike (difflib's ratio) a typed name and an existing one must be to be suggested.
 CLOSE = 0.6
 # Config groups that dml composes itself, never picked on the command line.
-INTERNAL_GROUPS = ("experiment_loss",)
+INTERNAL_GROUPS = ("experiment_loss", "trainer_last")
 # Hydra's message for a group override that the defaults list has no place for.
 NOT_IN_DEFAULTS = re.compile(r"Could not override '([^']+)'\.")
 
@@ -121,7 +121,7 @@ def unused_group(group: str, value: str | None) -> str:
     top, _, sub = group.rpartition("/")
     choice = f"{group}={value}" if value is not None else group
     if re.split("[/@]", group)[0] in INTERNAL_GROUPS:
-        return f"{group} is chosen by dml from experiment= and loss=, not on the command line"
+        return f"{group} is composed by dml from the other choices, not picked on the command line"
     owners = options_with_group(top, sub) if top else []
     if owners:
         return (

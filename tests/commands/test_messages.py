@@ -153,3 +153,48 @@ def test_help_hides_the_groups_dml_composes_itself(tmp_path: Path, command: str)
     assert result.returncode == 0
     assert "experiment_loss" not in result.stdout
     assert "experiment: " in result.stdout and "mnist5k_unseen" in result.stdout
+
+
+def test_trainer_debug_runs_one_epoch_whatever_the_experiment(tmp_path: Path) -> None:
+    """digits_contrastive sets 15 epochs; with trainer=debug the run is epoch 0 (the
+    validation before training) and one training epoch of one batch."""
+    result = dml(
+        "train",
+        "experiment=digits_contrastive",
+        "trainer=debug",
+        "logger=none",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
+
+
+def test_a_batch_that_is_no_multiple_of_k_gets_fixes_that_work(tmp_path: Path) -> None:
+    """Not "make it 0 or 16": the nearest batch sizes and K that form P×K batches."""
+    small = ["dataset=digits", "backbone=mlp", "trainer=debug", "logger=none"]
+    line = only_error_line(
+        dml("train", *small, "data.batch_size=8", "data.samples_per_class=16", cwd=tmp_path)
+    )
+    assert "data.batch_size=8 is not a multiple of data.samples_per_class=16" in line
+    assert line.endswith(
+        "set data.batch_size=32 (2 classes of 16), or data.samples_per_class=4 (2 classes of 4)"
+    )
+    followed = dml(
+        "train",
+        *small,
+        "data.batch_size=8",
+        "data.samples_per_class=4",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert followed.returncode == 0, followed.stderr[-2000:]
+
+
+def test_cv_folds_without_a_class_split_names_cv_folds_and_the_fix(tmp_path: Path) -> None:
+    line = only_error_line(dml("train", *QUICK, "logger=none", "cv.folds=3", cwd=tmp_path))
+    assert line.startswith("error: cv.folds=3: class folds need dataset.split=classes")
+    assert "set dataset.split=classes or drop cv.folds" in line
+    assert "dataset.folds" not in line
+    assert not list((tmp_path / "outputs").glob("*/*"))
