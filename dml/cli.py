@@ -48,7 +48,7 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from dml.errors import DmlError, one_line
+        from dml.errors import DmlError, RunInterrupted, one_line
         from dml.reporting.compare.runs import write_failure_marker
         from dml.reporting.run_files import holds_results
         from dml.training.distributed import is_rank_zero
@@ -66,7 +66,8 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
                 # A single run that failed before measuring anything leaves nothing behind,
                 # so `dml compare outputs/runs/*` lists no empty "unfinished" runs.
                 shutil.rmtree(run_dir, ignore_errors=True)
-            if not multirun:
+            # Ctrl-C or SIGTERM stops a sweep too: its next jobs would be stopped alike.
+            if not multirun or isinstance(exc, RunInterrupted):
                 if isinstance(exc, DmlError):
                     raise SystemExit(f"error: {one_line(exc)}") from None
                 raise
@@ -169,11 +170,19 @@ def quiet_library_chatter() -> None:
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("pytorch_lightning.accelerators.cuda").setLevel(logging.WARNING)
+    # "Received SIGTERM: 15": dml says what it saved and how to resume instead.
+    logging.getLogger("pytorch_lightning.trainer.connectors.signal_connector").setLevel(
+        logging.WARNING
+    )
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
     # Under DDP every process logs the same epoch values (dml gathers the batches and the
     # evaluation embeddings itself), so Lightning's advice to sync them does not apply.
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
+    # dml logs training values once per epoch (the step loss goes to the progress bar
+    # only), so an epoch shorter than log_every_n_steps loses nothing: the advice to lower
+    # it would fire on every small-data run and ask nothing of the user.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def run_reporting_composition_errors(command: Callable[[], Any], overrides: list[str]) -> None:

@@ -7,6 +7,7 @@ numbers, which makes resuming a run reproduce the same batches.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Iterator
@@ -149,13 +150,17 @@ def batch_fixes(batch_size: int, samples_per_class: int) -> str:
     return f"set {keep_k}, or data.samples_per_class={k} ({batch_size // k} classes of {k})"
 
 
-def fitted_batch_size(labels: Tensor, batch_size: int, samples_per_class: int) -> int:
+def fitted_batch_size(
+    labels: Tensor, batch_size: int, samples_per_class: int, chosen: bool = True
+) -> int:
     """``batch_size``, or ``classes × samples_per_class`` when the training split has fewer
     classes than one batch needs.
 
     The default batch (128 = 8 classes × 16) cannot be formed from a folder of six classes
-    split in half; every batch then holds every training class instead, and the warning
-    names the value to set. Any other impossible setting is left to
+    split in half; every batch then holds every training class instead. That is what the
+    default means on small data, so it is said only for a ``chosen`` batch size (given on
+    the command line or by an experiment), and then once per process, however many folds
+    or data modules are built. Any other impossible setting is left to
     :func:`check_batch_feasible`, which explains it.
     """
     classes = len(torch.unique(labels))
@@ -166,6 +171,18 @@ def fitted_batch_size(labels: Tensor, batch_size: int, samples_per_class: int) -
         or classes * samples_per_class >= batch_size
     ):
         return batch_size
+    fitted = classes * samples_per_class
+    if chosen:
+        warn_batch_fitted(batch_size, samples_per_class, classes)
+    else:
+        log.debug("training on batches of %d (all %d classes)", fitted, classes)
+    return fitted
+
+
+@functools.cache
+def warn_batch_fitted(batch_size: int, samples_per_class: int, classes: int) -> None:
+    """Once per process for the same numbers (cached): the folds of cv.folds, resumed and
+    re-built data modules do not repeat it."""
     fitted = classes * samples_per_class
     log.warning(
         "data.batch_size=%d needs %d classes of data.samples_per_class=%d, but the training "
@@ -179,4 +196,3 @@ def fitted_batch_size(labels: Tensor, batch_size: int, samples_per_class: int) -
         classes,
         fitted,
     )
-    return fitted

@@ -4,13 +4,16 @@ a directory is given, and help that shows a command's own keys first."""
 
 from __future__ import annotations
 
+import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.commands.test_cli import QUICK, dml
-from tests.conftest import group_options
+from tests.commands.test_cli import DML, QUICK, dml
+from tests.conftest import group_options, subprocess_env
 
 
 def only_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -198,3 +201,73 @@ def test_cv_folds_without_a_class_split_names_cv_folds_and_the_fix(tmp_path: Pat
     assert "set dataset.split=classes or drop cv.folds" in line
     assert "dataset.folds" not in line
     assert not list((tmp_path / "outputs").glob("*/*"))
+
+
+def test_sigterm_saves_a_checkpoint_and_the_printed_command_resumes(tmp_path: Path) -> None:
+    """What a cluster scheduler sends: the run saves interrupted.ckpt, says in one line how
+    to resume, and that command, run as printed, finishes the run."""
+    args = [*QUICK[:2], *QUICK[3:], "trainer.max_epochs=200", "logger=none", "hydra.run.dir=run"]
+    proc = subprocess.Popen(
+        [DML, "train", *args],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted by SIGTERM; saved "), stderr
+    assert (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").is_file()
+    command = shlex.split(lines[0].split("Continue from the last finished epoch with: ")[1])
+    assert command[:2] == ["dml", "train"] and "resume=true" in command
+    # The same run, made short enough to finish here.
+    command = [DML, *command[1:]]
+    command[command.index("trainer.max_epochs=200")] = "trainer.max_epochs=3"
+    resumed = subprocess.run(
+        command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    epochs = [
+        row.split(",")[0] for row in (tmp_path / "run" / "metrics.csv").read_text().split()[1:]
+    ]
+    assert epochs == [str(epoch) for epoch in range(len(epochs))]
+
+
+def test_routine_runs_print_no_warning_the_user_cannot_act_on(tmp_path: Path) -> None:
+    """iris has 3 classes, so the default batch (8 classes × 16) shrinks to 48: that is
+    what the default means on small data, not news. Lightning's log_every_n_steps advice
+    and its weights_only line ask nothing of the user either."""
+    small = ["dataset=iris", "backbone=mlp", "trainer.max_epochs=1", "logger=none"]
+    trained = dml("train", *small, "hydra.run.dir=run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    evaluated = dml("eval", "ckpt_path=run/checkpoints/best.ckpt", "logger=none", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    for output in (trained.stdout + trained.stderr, evaluated.stdout + evaluated.stderr):
+        for noise in ("data.batch_size", "log_every_n_steps", "weights_only", "WARNING"):
+            assert noise not in output, output[-3000:]
+
+
+def test_a_chosen_batch_that_must_shrink_is_said_once(tmp_path: Path) -> None:
+    """The user asked for 60 = 10 classes × 6; each fold trains on 3 classes: warned once
+    for the whole cross-validation, not once per fold."""
+    result = dml(
+        "train",
+        *QUICK,
+        "logger=none",
+        "dataset.split=classes",
+        "dataset.train_classes=6",
+        "cv.folds=2",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert output.count("data.batch_size=60 needs 10 classes") == 1, output[-3000:]
+    assert "set data.batch_size=18 to choose this yourself" in output
