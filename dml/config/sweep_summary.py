@@ -8,6 +8,7 @@ exits non-zero if any job failed.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ class SweepSummary(Callback):
         for job, reason in failed:
             sys.stderr.write(f"error: job {job.name} ({job}) failed: {reason}\n")
         sys.stderr.flush()
-        sys.stdout.write(f"Compare the runs: dml compare {sweep_dir}\n")
+        sys.stdout.write(f"Compare the runs: dml compare {shlex.quote(str(sweep_dir))}\n")
         sys.stdout.flush()
         if failed:
             # SystemExit passes through Hydra's error reporting; the lines above say why.

@@ -7,7 +7,6 @@ numbers, which makes resuming a run reproduce the same batches.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 from collections.abc import Iterator
@@ -159,9 +158,8 @@ def fitted_batch_size(
     The default batch (128 = 8 classes × 16) cannot be formed from a folder of six classes
     split in half; every batch then holds every training class instead. That is what the
     default means on small data, so it is said only for a ``chosen`` batch size (given on
-    the command line or by an experiment), and then once per process, however many folds
-    or data modules are built. Any other impossible setting is left to
-    :func:`check_batch_feasible`, which explains it.
+    the command line or by an experiment); the data module asks once per run. Any other
+    impossible setting is left to :func:`check_batch_feasible`, which explains it.
     """
     classes = len(torch.unique(labels))
     if (
@@ -172,18 +170,9 @@ def fitted_batch_size(
     ):
         return batch_size
     fitted = classes * samples_per_class
-    if chosen:
-        warn_batch_fitted(batch_size, samples_per_class, classes)
-    else:
+    if not chosen:
         log.debug("training on batches of %d (all %d classes)", fitted, classes)
-    return fitted
-
-
-@functools.cache
-def warn_batch_fitted(batch_size: int, samples_per_class: int, classes: int) -> None:
-    """Once per process for the same numbers (cached): the folds of cv.folds, resumed and
-    re-built data modules do not repeat it."""
-    fitted = classes * samples_per_class
+        return fitted
     log.warning(
         "data.batch_size=%d needs %d classes of data.samples_per_class=%d, but the training "
         "split has %d; training on batches of %d (all %d classes); set data.batch_size=%d "
@@ -196,3 +185,4 @@ def warn_batch_fitted(batch_size: int, samples_per_class: int, classes: int) -> 
         classes,
         fitted,
     )
+    return fitted
