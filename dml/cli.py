@@ -6,6 +6,7 @@ The config path is the package's own ``dml/conf``, so `dml` works from any direc
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -34,22 +35,20 @@ examples:
 """
 
 
-# Jobs of this process's multirun that failed, reported once the sweep ends.
-failed_jobs: list[str] = []
-
-
 def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turn a DmlError into one line on stderr and a non-zero exit, instead of a traceback.
 
-    In a multirun a failed job leaves a ``FAILED`` marker in its directory and the sweep goes
-    on; :func:`main` exits non-zero at the end, naming the failed jobs.
+    In a multirun a failed job leaves a ``FAILED`` marker in its directory, logs one line
+    (a traceback only for an error that is not the user's input) and the sweep goes on;
+    :class:`dml.config.sweep_summary.SweepSummary` names the failed jobs at the end and
+    exits non-zero.
     """
 
     def wrapped(cfg: DictConfig) -> Any:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from dml.errors import DmlError, one_line
+        from dml.errors import DmlError, RunInterrupted, one_line
         from dml.reporting.compare.runs import write_failure_marker
         from dml.reporting.run_files import holds_results
         from dml.training.distributed import is_rank_zero
@@ -58,6 +57,7 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
         run_dir = Path(hydra_cfg.runtime.output_dir)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         try:
+            require_given(cfg, hydra_cfg.job.config_name)
             return task(cfg)
         except Exception as exc:
             if multirun or holds_results(run_dir):
@@ -66,22 +66,38 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
                 # A single run that failed before measuring anything leaves nothing behind,
                 # so `dml compare outputs/runs/*` lists no empty "unfinished" runs.
                 shutil.rmtree(run_dir, ignore_errors=True)
-            line = (
-                f"error: {one_line(exc)}"
-                if isinstance(exc, DmlError)
-                else f"error: {type(exc).__name__}: {exc}"
-            )
-            if not multirun:
+            # Ctrl-C or SIGTERM stops a sweep too: its next jobs would be stopped alike.
+            if not multirun or isinstance(exc, RunInterrupted):
                 if isinstance(exc, DmlError):
-                    raise SystemExit(line) from None
+                    raise SystemExit(f"error: {one_line(exc)}") from None
                 raise
-            logging.getLogger("dml").exception("job %s failed", hydra_cfg.job.num)
-            failed_jobs.append(f"job {hydra_cfg.job.num} ({run_dir}): {line}")
+            log = logging.getLogger("dml")
+            if isinstance(exc, DmlError):
+                log.error("job %s failed: %s", hydra_cfg.job.num, one_line(exc))
+            else:
+                log.exception("job %s failed", hydra_cfg.job.num)
             return None
 
     wrapped.__name__ = task.__name__
     wrapped.__doc__ = task.__doc__
     return wrapped
+
+
+def require_given(cfg: DictConfig, command: str) -> None:
+    """A key the command needs (``???`` in its YAML, e.g. ``query``) is named at start."""
+    from omegaconf import OmegaConf
+
+    from dml.errors import DmlError
+
+    # Top-level keys only, read without resolving: a broken interpolation elsewhere is
+    # check_config's to name.
+    missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        given = " ".join(f"{key}=..." for key in missing)
+        raise DmlError(
+            f"{', '.join(missing)} must be given: dml {command} {given} "
+            f"(dml {command} --help describes each)"
+        )
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -154,11 +170,41 @@ def quiet_library_chatter() -> None:
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("pytorch_lightning.accelerators.cuda").setLevel(logging.WARNING)
+    # "Received SIGTERM: 15": dml says what it saved and how to resume instead.
+    logging.getLogger("pytorch_lightning.trainer.connectors.signal_connector").setLevel(
+        logging.WARNING
+    )
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
     # Under DDP every process logs the same epoch values (dml gathers the batches and the
     # evaluation embeddings itself), so Lightning's advice to sync them does not apply.
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
+    # dml logs training values once per epoch (the step loss goes to the progress bar
+    # only), so an epoch shorter than log_every_n_steps loses nothing: the advice to lower
+    # it would fire on every small-data run and ask nothing of the user.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def run_reporting_composition_errors(command: Callable[[], Any], overrides: list[str]) -> None:
+    """Run a Hydra command; a command line that cannot be composed exits with one line.
+
+    Hydra prints its own multi-line report (with the config search path) unless
+    ``HYDRA_FULL_ERROR=1``, which lets the error reach here, where
+    :mod:`dml.config.override_errors` names the closest option or key. A user who set
+    ``HYDRA_FULL_ERROR=1`` gets Hydra's full report, as Hydra documents.
+    """
+    from hydra.errors import HydraException
+
+    asked_for_full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        command()
+    except HydraException as exc:
+        if asked_for_full_errors:
+            raise
+        from dml.config.override_errors import explain
+
+        raise SystemExit(f"error: {explain(exc, overrides)}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,9 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [f"dml-{command}", *rest]
     quiet_library_chatter()
     try:
-        COMMANDS[command]()
+        run_reporting_composition_errors(COMMANDS[command], rest)
     except BrokenPipeError:
         # Output piped into e.g. `head`, which closed early: not an error.
         sys.stderr.close()
-    if failed_jobs:
-        raise SystemExit(f"error: {len(failed_jobs)} job(s) failed:\n" + "\n".join(failed_jobs))

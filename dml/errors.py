@@ -8,6 +8,11 @@ class DmlError(Exception):
     """
 
 
+class RunInterrupted(DmlError):
+    """Ctrl-C or SIGTERM stopped a run after saving a checkpoint; the message says how to
+    resume. A sweep stops at it too, instead of going on to its next job."""
+
+
 def one_line(error: DmlError) -> str:
     """The message alone, also when a DataLoader worker re-raised the error.
 

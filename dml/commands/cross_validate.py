@@ -19,6 +19,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dml.commands.train import train
+from dml.config.build import build_source
+from dml.config.checks import check_config
 from dml.errors import DmlError
 from dml.reporting.console import print_metrics_table
 from dml.reporting.run_files import read_metrics, resolve_run_dir, write_json
@@ -49,6 +51,18 @@ def cv_folds(cfg: DictConfig) -> int | None:
             f"dml train -m dataset.folds={folds} dataset.fold={','.join(map(str, range(folds)))}"
         )
     return folds
+
+
+def check_foldable(cfg: DictConfig, folds: int) -> None:
+    """Refuse, before fold 0, data whose training classes cannot be folded, naming
+    ``cv.folds`` (what the user typed), not the ``dataset.folds`` each fold is given.
+
+    Whether a source can be folded is the source's rule (``folds_problem``).
+    """
+    check_config(cfg)
+    problem = build_source(cfg).folds_problem()
+    if problem is not None:
+        raise DmlError(f"cv.folds={folds}: {problem}")
 
 
 def fold_config(cfg: DictConfig, folds: int, fold: int, fold_dir: Path) -> DictConfig:
@@ -85,6 +99,7 @@ def cross_validate(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[s
     folds = cv_folds(cfg)
     if folds is None:
         raise DmlError("cross_validate needs cv.folds=K")
+    check_foldable(cfg, folds)
     run_dir = resolve_run_dir(run_dir)
     per_fold = []
     for fold in range(folds):

@@ -12,7 +12,7 @@ from dml.commands.final_metrics import check_final_metrics
 from dml.config.build import build, build_datamodule, build_module
 from dml.config.checks import check_config
 from dml.config.preprocessing import announce
-from dml.errors import DmlError
+from dml.errors import RunInterrupted
 from dml.metrics.baseline import raw_input_baseline
 from dml.reporting.console import print_metrics_table
 from dml.reporting.evaluation_plots import write_evaluation_plots
@@ -109,9 +109,9 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, float
         if not interrupt.interrupted:
             raise
         exit_code = INTERRUPTED
-        raise DmlError(
-            f"interrupted; saved {interrupt.path}. Continue from the last finished epoch "
-            f"with: {resume_command(cfg, run_dir)}"
+        raise RunInterrupted(
+            f"interrupted by {interrupt.cause}; saved {interrupt.path}. Continue from the "
+            f"last finished epoch with: {resume_command(cfg, run_dir)}"
         ) from None
     finally:
         # Children first: once this process has failed, one of them exiting must not

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from importlib.resources import files
 from typing import Any
 
+import yaml
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -166,13 +168,24 @@ def build_source(cfg: DictConfig) -> DatasetSource:
     return source
 
 
+def default_batch_size() -> int:
+    """train.yaml's data.batch_size: on small data it shrinks to the training classes
+    silently; a batch size chosen on the command line or by an experiment is warned about."""
+    defaults = yaml.safe_load((files("dml.conf") / "train.yaml").read_text())
+    return int(defaults["data"]["batch_size"])
+
+
 def build_datamodule(
     cfg: DictConfig, pseudo_labeler: PseudoLabeler | None = None, training: bool = True
 ) -> EmbeddingDataModule:
     """With ``dataset.labeled_fraction < 1`` (or pseudo-labels), the training split hides
     the other labels. ``training=False`` (``dml eval``, ``dml embed``) shows every label."""
     source = build_source(cfg)
-    data = {**cfg.data, "eval_groups": cfg.eval.exclude_same_group}
+    data = {
+        **cfg.data,
+        "eval_groups": cfg.eval.exclude_same_group,
+        "batch_size_chosen": cfg.data.batch_size != default_batch_size(),
+    }
     fraction = cfg.dataset.get("labeled_fraction", 1.0)
     pairs = cfg.dataset.get("pairs", False)
     if not training or (fraction == 1 and pseudo_labeler is None):

@@ -8,6 +8,8 @@ backbone and the per-class losses fit the user's file without the user counting 
 ``${dml.model_input:KEY}`` is what the run's backbone expects of its input (crop_size,
 resize_size, interpolation, mean, std; ``conf/dataset/transform/imagenet.yaml``), so the
 transform follows the model unless the user sets the key (:mod:`dml.config.preprocessing`).
+
+``${dml.help_body:COMMAND}`` is the body of ``dml COMMAND --help`` (:mod:`dml.config.help`).
 """
 
 from __future__ import annotations
@@ -43,10 +45,17 @@ def _model_input(key: str, *, _parent_: Any, _root_: Any) -> Any:
     return model_input_value(key, _parent_, _root_)
 
 
+def _help_body(command: str, _root_: Any) -> str:
+    from dml.config.help import help_body
+
+    return help_body(command, _root_)
+
+
 RESOLVERS = {
     "dml.feature_shape": _feature_shape,
     "dml.feature_classes": _feature_classes,
     "dml.model_input": _model_input,
+    "dml.help_body": _help_body,
 }
 
 

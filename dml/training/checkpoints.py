@@ -12,14 +12,46 @@ from torch import nn
 
 from dml.errors import DmlError
 
+# The checkpoints a run directory holds, in the order they are offered.
+OFFERED = ("best.ckpt", "last.ckpt")
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)``: a pickle carrying code is refused, not executed."""
+
+def checkpoint_file(path: str | Path | None) -> Path:
+    """The checkpoint file that ``ckpt_path`` names; a directory or a missing path is a
+    one-line error that offers the checkpoints inside it (a run directory, or its
+    ``checkpoints/`` folder)."""
+    if path is None or str(path).strip() == "":
+        raise DmlError(
+            "ckpt_path is not set; pass ckpt_path=<run dir>/checkpoints/best.ckpt (or last.ckpt)"
+        )
     path = Path(path)
+    if path.is_dir():
+        found = [
+            folder / name
+            for folder in (path / "checkpoints", path)
+            for name in OFFERED
+            if (folder / name).is_file()
+        ]
+        if not found:
+            found = sorted(path.glob("*.ckpt")) + sorted(path.glob("checkpoints/*.ckpt"))
+        if not found:
+            raise DmlError(
+                f"ckpt_path={path} is a directory with no checkpoint in it (no "
+                "checkpoints/best.ckpt or checkpoints/last.ckpt); pass a .ckpt file"
+            )
+        offered = " or ".join(f"ckpt_path={file}" for file in found[:3])
+        raise DmlError(f"ckpt_path={path} is a directory; pass a checkpoint file in it: {offered}")
     if not path.is_file():
         raise DmlError(
-            f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt"
+            f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/best.ckpt "
+            "(or last.ckpt)"
         )
+    return path
+
+
+def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
+    """``torch.load(weights_only=True)``: a pickle carrying code is refused, not executed."""
+    path = checkpoint_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -42,6 +42,7 @@ class EmbeddingDataModule(pl.LightningDataModule):
         eval_groups: bool = False,
         pairs: bool = False,
         positive_ratio: float = 0.5,
+        batch_size_chosen: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(pairs, bool):
@@ -60,6 +61,9 @@ class EmbeddingDataModule(pl.LightningDataModule):
         self.eval_groups = eval_groups
         self.pairs = pairs
         self.positive_ratio = positive_ratio
+        # False: batch_size is train.yaml's default, which shrinks to the classes of a small
+        # training split without a warning (see fitted_batch_size).
+        self.batch_size_chosen = batch_size_chosen
         self._splits: DataSplits | None = None
 
     @property
@@ -69,11 +73,14 @@ class EmbeddingDataModule(pl.LightningDataModule):
         return self._splits
 
     def setup(self, stage: str | None = None) -> None:
+        """For training, check at once that its batches can be formed; testing a
+        checkpoint (dml eval) draws no training batch, so it neither checks nor warns."""
         self.check_scorable(stage)
-        if self.pairs:
-            self.train_pairs()
-        else:
-            self.train_sampler()
+        if stage in (None, "fit"):
+            if self.pairs:
+                self.train_pairs()
+            else:
+                self.train_sampler()
         if self.eval_groups:
             self.check_groups()
 
@@ -121,7 +128,9 @@ class EmbeddingDataModule(pl.LightningDataModule):
         """Built once; building it checks that P×K batches can be formed at all."""
         if not hasattr(self, "_train_sampler"):
             labels = self.splits.train.labels
-            batch_size = fitted_batch_size(labels, self.batch_size, self.samples_per_class)
+            batch_size = fitted_batch_size(
+                labels, self.batch_size, self.samples_per_class, chosen=self.batch_size_chosen
+            )
             self._train_sampler = ClassBalancedBatchSampler(
                 labels, batch_size, self.samples_per_class, self.seed
             )

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from dml.errors import DmlError
+from dml.training.checkpoints import checkpoint_file
 
 WANDB_ID_FILE = "wandb_run_id"
 
@@ -59,10 +60,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     """The checkpoint to resume from: ``ckpt_path``, or with ``resume=true`` the run's last."""
     if cfg.get("ckpt_path"):
-        path = Path(cfg.ckpt_path)
-        if not path.is_file():
-            raise DmlError(f"ckpt_path={path} does not exist; pass an existing .ckpt file")
-        return str(path)
+        return str(checkpoint_file(cfg.ckpt_path))
     if not cfg.get("resume", False):
         return None
     last = run_dir / "checkpoints" / "last.ckpt"

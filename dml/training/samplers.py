@@ -108,9 +108,8 @@ def check_batch_feasible(labels: Tensor, batch_size: int, samples_per_class: int
     if batch_size % samples_per_class:
         raise DmlError(
             f"data.batch_size={batch_size} is not a multiple of "
-            f"data.samples_per_class={samples_per_class}; make it "
-            f"{batch_size - batch_size % samples_per_class} or "
-            f"{batch_size - batch_size % samples_per_class + samples_per_class}"
+            f"data.samples_per_class={samples_per_class}: a P×K batch holds whole classes, "
+            f"at least 2 of them; {batch_fixes(batch_size, samples_per_class)}"
         )
     classes, counts = torch.unique(labels, return_counts=True)
     if samples_per_class * len(classes) < batch_size:
@@ -130,14 +129,37 @@ def check_batch_feasible(labels: Tensor, batch_size: int, samples_per_class: int
         )
 
 
-def fitted_batch_size(labels: Tensor, batch_size: int, samples_per_class: int) -> int:
+def batch_fixes(batch_size: int, samples_per_class: int) -> str:
+    """The settings nearest to the user's that form P×K batches of 2 or more classes:
+    the multiples of K around ``batch_size``, and the divisor of ``batch_size`` closest
+    to K (``8`` and ``16``: 32, or K=4; never "make it 0")."""
+    below = batch_size // samples_per_class * samples_per_class
+    sizes = [size for size in (below, below + samples_per_class) if size >= 2 * samples_per_class]
+    sizes = sizes or [2 * samples_per_class]
+    keep_k = " or ".join(
+        f"data.batch_size={size} ({size // samples_per_class} classes of {samples_per_class})"
+        for size in sizes
+    )
+    # K of 2 or more where the user asked for that: positives in every batch.
+    smallest = min(samples_per_class, 2)
+    divisors = [k for k in range(smallest, batch_size // 2 + 1) if batch_size % k == 0]
+    if not divisors:
+        return f"set {keep_k}"
+    k = min(divisors, key=lambda d: (abs(d - samples_per_class), d))
+    return f"set {keep_k}, or data.samples_per_class={k} ({batch_size // k} classes of {k})"
+
+
+def fitted_batch_size(
+    labels: Tensor, batch_size: int, samples_per_class: int, chosen: bool = True
+) -> int:
     """``batch_size``, or ``classes × samples_per_class`` when the training split has fewer
     classes than one batch needs.
 
     The default batch (128 = 8 classes × 16) cannot be formed from a folder of six classes
-    split in half; every batch then holds every training class instead, and the warning
-    names the value to set. Any other impossible setting is left to
-    :func:`check_batch_feasible`, which explains it.
+    split in half; every batch then holds every training class instead. That is what the
+    default means on small data, so it is said only for a ``chosen`` batch size (given on
+    the command line or by an experiment); the data module asks once per run. Any other
+    impossible setting is left to :func:`check_batch_feasible`, which explains it.
     """
     classes = len(torch.unique(labels))
     if (
@@ -148,6 +170,9 @@ def fitted_batch_size(labels: Tensor, batch_size: int, samples_per_class: int) -
     ):
         return batch_size
     fitted = classes * samples_per_class
+    if not chosen:
+        log.debug("training on batches of %d (all %d classes)", fitted, classes)
+        return fitted
     log.warning(
         "data.batch_size=%d needs %d classes of data.samples_per_class=%d, but the training "
         "split has %d; training on batches of %d (all %d classes); set data.batch_size=%d "

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dml.config.build import build
 from dml.errors import DmlError
@@ -54,18 +55,28 @@ class LossProgressBar(RichProgressBar):
 
 
 class InterruptCheckpoint(Callback):
-    """On Ctrl-C, save ``checkpoints/interrupted.ckpt`` before Lightning shuts down."""
+    """On Ctrl-C or SIGTERM, save ``checkpoints/interrupted.ckpt`` before Lightning shuts
+    down, and remember which of them stopped the run.
+
+    SIGTERM is what a cluster scheduler (SLURM at the end of a job's time, a pre-emption)
+    sends; Lightning finishes the current batch and raises SIGTERMException, which reaches
+    this hook as Ctrl-C's KeyboardInterrupt does.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / "checkpoints" / "interrupted.ckpt"
         self.interrupted = False
+        self.cause = ""
 
     def on_exception(
         self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if isinstance(exception, KeyboardInterrupt):
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
             self.interrupted = True
-            trainer.save_checkpoint(self.path)
+            self.cause = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
+            # The full training state, as Lightning's own checkpoints hold it (stated, so
+            # Lightning does not log that it defaulted to it).
+            trainer.save_checkpoint(self.path, weights_only=False)
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:

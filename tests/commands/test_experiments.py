@@ -38,12 +38,26 @@ def test_every_vit_preset_has_a_generated_tree() -> None:
 def test_experiment_runs_one_debug_batch(
     compose_cfg: Callable[..., DictConfig], experiment: str, tmp_path: Path
 ) -> None:
-    cfg = compose_cfg(
-        f"experiment={experiment}", "trainer=debug", "trainer.max_epochs=1", "logger=none"
-    )
+    cfg = compose_cfg(f"experiment={experiment}", "trainer=debug", "logger=none")
     metrics = train(cfg, tmp_path)
     assert 0.0 <= metrics["test/map_at_r"] <= 1.0
     assert (tmp_path / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_trainer_debug_is_one_batch_of_each_loop_once_with_every_preset(
+    compose_cfg: Callable[..., DictConfig], experiment: str
+) -> None:
+    """trainer=debug wins over a preset's max_epochs (cub200_resnet50: 150): the check of a
+    config must not become 150 one-batch epochs with a checkpoint after each."""
+    trainer = compose_cfg(f"experiment={experiment}", "trainer=debug").trainer
+    assert trainer.max_epochs == 1
+    assert trainer.limit_train_batches == trainer.limit_val_batches == 1
+    assert trainer.limit_test_batches == 1
+    assert trainer.accelerator == "cpu" and not trainer.enable_progress_bar
+    # The command line still has the last word.
+    again = compose_cfg(f"experiment={experiment}", "trainer=debug", "trainer.max_epochs=2")
+    assert again.trainer.max_epochs == 2
 
 
 @pytest.mark.parametrize("experiment", sorted(LITERATURE))
@@ -88,7 +102,6 @@ def test_literature_preset_runs_one_debug_batch_on_a_generated_tree(
         "backbone.weights=null",
         "backbone.embedding_dim=16",
         "trainer=debug",
-        "trainer.max_epochs=1",
         "logger=none",
         "dataset.transform.crop_size=32",
         "dataset.transform.resize_size=36",
