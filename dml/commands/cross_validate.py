@@ -60,7 +60,7 @@ def check_foldable(cfg: DictConfig, folds: int) -> None:
     Whether a source can be folded is the source's rule (``folds_problem``).
     """
     check_config(cfg)
-    problem = build_source(cfg).folds_problem()
+    problem = build_source(cfg).folds_problem("cv.folds")
     if problem is not None:
         raise DmlError(f"cv.folds={folds}: {problem}")
 

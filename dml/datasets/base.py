@@ -161,16 +161,17 @@ class DatasetSource(ABC):
     def load(self) -> DataSplits:
         """Read the data and return its three splits."""
 
-    def folds_problem(self) -> str | None:
-        """Why this source cannot validate on class folds, or None if it can."""
+    def folds_problem(self, setting: str = "dataset.folds") -> str | None:
+        """Why this source cannot validate on class folds, or None if it can; ``setting``
+        is the key the user asked for folds with, named in the fix."""
         return (
             f"{type(self).__name__} has no class split whose training classes could be "
-            "folded; use a dataset with split=classes, or drop the folds"
+            f"folded; use a dataset with split=classes, or drop {setting}"
         )
 
     def use_folds(self, folds: ClassFolds) -> None:
         """Validate on fold ``folds.fold`` of the training classes from now on."""
-        problem = self.folds_problem()
+        problem = self.folds_problem(folds.setting)
         if problem is not None:
             raise DmlError(f"{folds.setting}={folds.folds}: {problem}")
         self.class_folds = folds
@@ -215,8 +216,8 @@ class ArraySource(DatasetSource):
         """Every item's group id, in the order of :meth:`arrays`; None: no groups."""
         return None
 
-    def folds_problem(self) -> str | None:
-        return no_folds_reason(self.split)
+    def folds_problem(self, setting: str = "dataset.folds") -> str | None:
+        return no_folds_reason(self.split, setting=setting)
 
     def load(self) -> DataSplits:
         features, labels = self.arrays()

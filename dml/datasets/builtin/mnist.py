@@ -62,8 +62,8 @@ class TorchvisionMNIST(DatasetSource):
         self.transform = transform if transform is not None else SmallImageTransforms()
         self.seed = seed
 
-    def folds_problem(self) -> str | None:
-        return no_folds_reason(self.split)
+    def folds_problem(self, setting: str = "dataset.folds") -> str | None:
+        return no_folds_reason(self.split, setting=setting)
 
     def read(self, train: bool) -> tuple[Tensor, Tensor]:
         """Images as [N, 1, 28, 28] floats in [0, 1], and their labels."""

@@ -169,9 +169,9 @@ class PartitionedImageSource(ImageSource):
 
     val_split: str = "classes"
 
-    def folds_problem(self) -> str | None:
+    def folds_problem(self, setting: str = "dataset.folds") -> str | None:
         """The test classes are apart already; folds replace a class hold-out."""
-        return no_folds_reason(self.val_split, "dataset.val_split")
+        return no_folds_reason(self.val_split, "dataset.val_split", setting)
 
     def make_splits(self, partitions: dict[str, ImageList]) -> DataSplits:
         """Train and val from the training partition; the test partition as it is."""

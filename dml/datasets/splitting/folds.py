@@ -99,8 +99,11 @@ def choices(values: list[int]) -> str:
     return f"{values[0]} to {values[-1]}"
 
 
-def no_folds_reason(split: str, key: str = "dataset.split") -> str | None:
-    """Why a source split by ``split`` (the value of ``key``) has no class folds, or None.
+def no_folds_reason(
+    split: str, key: str = "dataset.split", setting: str = "dataset.folds"
+) -> str | None:
+    """Why a source split by ``split`` (the value of ``key``) has no class folds, or None;
+    ``setting`` is the key the user asked for folds with.
 
     Folds are whole classes of the training classes, so only a class split has them:
     ``split=samples`` puts every class in training and test alike.
@@ -109,7 +112,7 @@ def no_folds_reason(split: str, key: str = "dataset.split") -> str | None:
         return None
     return (
         f"class folds need {key}=classes (validation on classes apart from the training "
-        f"ones), not {split!r}; set {key}=classes or drop the folds"
+        f"ones), not {split!r}; set {key}=classes or drop {setting}"
     )
 
 

@@ -44,8 +44,8 @@ class ImageFolder(ImageSource):
         super().__post_init__()
         check_split_settings(self.split, self.val_fraction, self.test_fraction)
 
-    def folds_problem(self) -> str | None:
-        return no_folds_reason(self.split)
+    def folds_problem(self, setting: str = "dataset.folds") -> str | None:
+        return no_folds_reason(self.split, setting=setting)
 
     def read(self, root: Path) -> dict[str, ImageList]:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
