@@ -141,7 +141,10 @@ class TiledSearch:
         it, or EVERYTHING when the row has fewer than k finite distances."""
         k_max = min(int(k.max()), dist.shape[1])
         values = torch.topk(dist, k_max, dim=1, largest=False).values
-        kth = values.gather(1, (k.clamp_max(k_max) - 1).unsqueeze(1)).squeeze(1)
+        # Rounding near zero makes float32 distances negative; the sort keys (pack) count
+        # them as 0, and so must the limit, or the ranking's edge, read off the keys, would
+        # lie past it and the query would never be complete.
+        kth = values.gather(1, (k.clamp_max(k_max) - 1).unsqueeze(1)).squeeze(1).clamp_min(0.0)
         limit = round_up(kth.to(torch.float64) + self.margin[rows]).clamp_max(EVERYTHING)
         return torch.where((k > dist.shape[1]) | (kth == math.inf), EVERYTHING, limit)
 
