@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dml.metrics import retrieval_metrics
-from dml.metrics.neighbours import tiled
+from dml.metrics.neighbours import nearties, tiled
 from tests.metrics.test_metrics import loop_reference, pml_metrics
 
 K_VALUES = (1, 2, 3, 5, 8, 13)
@@ -156,22 +156,30 @@ def layouts(shapes: tuple[str, ...] = tuple(SHAPES), scales: tuple[float, ...] =
 
 
 class Schedule(NamedTuple):
-    """Settings that send a small set through one path of the tiled search."""
+    """Settings that send a small set through one path of the tiled search, and of the
+    float64 step: dense (a float64 matmul of the block, in chunks of 16 references),
+    gathered (Σ(q − r)² per entry), or whichever the step picks."""
 
     tile: int | None
     symmetric_bytes: int
     candidate_bytes: int
     threshold_z: float
+    float64_step: str = "auto"
 
 
+AUTO = Schedule(None, tiled.SYMMETRIC_BYTES, tiled.CANDIDATE_BYTES, tiled.THRESHOLD_Z)
 SCHEDULE_LIST = [
-    Schedule(None, tiled.SYMMETRIC_BYTES, tiled.CANDIDATE_BYTES, tiled.THRESHOLD_Z),
-    Schedule(8, tiled.SYMMETRIC_BYTES, tiled.CANDIDATE_BYTES, tiled.THRESHOLD_Z),
-    Schedule(8, 0, tiled.CANDIDATE_BYTES, tiled.THRESHOLD_Z),
-    Schedule(8, tiled.SYMMETRIC_BYTES, 12 * 40, tiled.THRESHOLD_Z),
-    Schedule(16, tiled.SYMMETRIC_BYTES, tiled.CANDIDATE_BYTES, -3.0),
+    AUTO,
+    AUTO._replace(tile=8),
+    AUTO._replace(tile=8, symmetric_bytes=0),
+    AUTO._replace(tile=8, candidate_bytes=12 * 40),
+    AUTO._replace(tile=16, threshold_z=-3.0),
+    AUTO._replace(tile=8, float64_step="dense"),
+    AUTO._replace(float64_step="gathered"),
 ]
 SCHEDULES = st.sampled_from(SCHEDULE_LIST)
+FLOAT64_STEPS = st.sampled_from([AUTO, AUTO._replace(float64_step="dense")])
+DENSE_SHARE = {"auto": nearties.DENSE_SHARE, "dense": 2**62, "gathered": 0}
 
 # Always tried, whatever hypothesis draws: the issue's epoch-0 layout on both sides, one
 # repeated vector at float32's largest and smallest scales, a partly collapsed set, and
@@ -203,13 +211,14 @@ def always(with_schedule: bool) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def _dml(split: Split, backend: str, schedule: Schedule | None = None) -> dict[str, float]:
-    if schedule is None:
-        return retrieval_metrics(*split, k_values=K_VALUES, backend=backend)
+def _dml(split: Split, backend: str, schedule: Schedule = AUTO) -> dict[str, float]:
+    dense = schedule.float64_step == "dense"
     with (
         patch.object(tiled, "SYMMETRIC_BYTES", schedule.symmetric_bytes),
         patch.object(tiled, "CANDIDATE_BYTES", schedule.candidate_bytes),
         patch.object(tiled, "THRESHOLD_Z", schedule.threshold_z),
+        patch.object(nearties, "DENSE_SHARE", DENSE_SHARE[schedule.float64_step]),
+        patch.object(nearties, "DENSE_COLUMNS", 16 if dense else nearties.DENSE_COLUMNS),
     ):
         return retrieval_metrics(*split, k_values=K_VALUES, backend=backend, tile=schedule.tile)
 
@@ -231,12 +240,12 @@ def test_torch_backend_ranks_every_layout_as_float64(layout: Layout, schedule: S
 
 
 @EXAMPLES
-@given(layout=layouts())
-@always(with_schedule=False)
-def test_faiss_backend_ranks_every_layout_as_float64(layout: Layout) -> None:
+@given(layout=layouts(), schedule=FLOAT64_STEPS)
+@always(with_schedule=True)
+def test_faiss_backend_ranks_every_layout_as_float64(layout: Layout, schedule: Schedule) -> None:
     pytest.importorskip("faiss")
     split = layout.split()
-    _assert_equal(_dml(split, "faiss"), _reference(split))
+    _assert_equal(_dml(split, "faiss", schedule), _reference(split))
 
 
 @settings(EXAMPLES, max_examples=25)

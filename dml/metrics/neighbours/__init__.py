@@ -5,10 +5,11 @@ references (``depth`` = max(R, largest k)) shares its label, in the order of exa
 Euclidean distance, equal distances broken by reference index. The search is three steps,
 each in its own module:
 
-1. candidates (tiled.py, or faiss_search.py): for a block of queries, every reference
-   whose float32 distance lies within the query's limit. Float32 and a matrix product,
-   because that is where the time goes (N²·d multiply-adds); a limit instead of a top-k,
-   because a comparison costs a tenth of what selecting does (collect.py);
+1. candidates (tiled.py and symmetric.py, or faiss_search.py): for a block of queries,
+   every reference whose float32 distance lies within the query's limit. Float32 and a
+   matrix product, because that is where the time goes (N²·d multiply-adds); a limit
+   instead of a top-k, because a comparison costs a tenth of what selecting does
+   (collect.py);
 2. ranking (ranking.py): one sort of the block's candidates, then a check that each limit
    reached far enough; a query whose limit fell short goes back to step 1 for an exact
    pass, so the answer never depends on how the limits were guessed;

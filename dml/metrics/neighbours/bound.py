@@ -86,9 +86,33 @@ def margins(
     return 2 * (error + _underflow(d, q, r, norms_in_float32)) * SAFETY
 
 
+def float64_margins(query: Tensor, reference: Tensor) -> Tensor:
+    """2·E per query for ‖q‖² + ‖r‖² − 2·q·r computed in float64 from the float32 inputs,
+    norms summed in float64 (the dense re-scoring in nearties.py): the same terms with
+    float64's unit roundoff, and no underflow term, since products of float32 values lie
+    far inside float64's range."""
+    unit = 2.0**-53
+    d = query.shape[1]
+    gamma = d * unit / (1 - d * unit)
+    q = torch.linalg.vector_norm(query, dim=1, dtype=torch.float64)
+    r = torch.linalg.vector_norm(reference, dim=1, dtype=torch.float64).max()
+    error = 2 * gamma * q * r + 3 * unit * (q + r) ** 2 + gamma * (q * q + r * r)
+    return 2 * error * SAFETY
+
+
 def _underflow(d: int, q: Tensor, r: Tensor, norms_in_float32: bool) -> Tensor:
     """The absolute part of E (module docstring): moved inputs, then rounded operations."""
     tau = UNDERFLOW
     moved_inputs = 12 * tau * d**0.5 * (q + r) + 24 * d * tau * tau
     operations = 4 * d + 4 + (4 * d if norms_in_float32 else 0)
     return moved_inputs + operations * tau
+
+
+def distances(
+    row_x: Tensor, row_sq: Tensor, col_x: Tensor, col_sq: Tensor, out: Tensor | None = None
+) -> Tensor:
+    """‖x‖² + ‖y‖² − 2·x·y in float32, in the order this module counts on: the product
+    alone (no partial sums mixed into the BLAS accumulation), then the norms in two
+    roundings."""
+    out = torch.mm(row_x, col_x.T, out=out)
+    return torch.add(row_sq.unsqueeze(1), out, alpha=-2.0, out=out).add_(col_sq.unsqueeze(0))
