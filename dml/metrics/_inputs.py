@@ -24,11 +24,13 @@ def as_tensor(name: str, value: ArrayLike) -> Tensor:
     raise DmlError(f"{name} must be a torch tensor or a NumPy array, got {type(value).__name__}")
 
 
-def embeddings(name: str, value: ArrayLike) -> Tensor:
-    """A finite float32 (samples × dim) matrix.
+def finite_embeddings(name: str, value: ArrayLike) -> Tensor:
+    """A finite float32 (samples × dim) matrix, of any magnitude.
 
     float32, whatever came in: PML and faiss evaluate in float32 too, and the neighbour
-    order (hence the metrics) must not depend on the caller's dtype.
+    order (hence the metrics) must not depend on the caller's dtype. The retrieval metrics
+    take these as they are (their search rescales by a power of two, which is exact);
+    functions that square raw values in float32 use :func:`embeddings`.
     """
     x = as_tensor(name, value)
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
@@ -44,6 +46,12 @@ def embeddings(name: str, value: ArrayLike) -> Tensor:
         raise DmlError(
             f"{name} has NaN or infinite values in {int(bad.sum())} rows (first: row {first})"
         )
+    return x
+
+
+def embeddings(name: str, value: ArrayLike) -> Tensor:
+    """A finite float32 (samples × dim) matrix whose squared distances fit float32."""
+    x = finite_embeddings(name, value)
     # Beyond this magnitude a squared distance overflows float32 to infinity.
     limit = (torch.finfo(torch.float32).max / (4 * x.shape[1])) ** 0.5
     largest = float(x.abs().max())

@@ -61,7 +61,7 @@ def retrieval_metrics(
     ``backend="faiss"`` searches with faiss' IndexFlatL2 instead of torch (same numbers);
     ``tile`` sets the rows per distance tile, which only changes speed and memory.
     """
-    q = _inputs.embeddings("query", query)
+    q = _inputs.finite_embeddings("query", query)
     ql = _inputs.integer_ids("query_labels", query_labels, len(q)).to(q.device)
     same_set = reference is None
     if same_set:
@@ -71,7 +71,7 @@ def retrieval_metrics(
     else:
         if reference_labels is None:
             raise DmlError("reference was given without reference_labels; pass both or neither")
-        r = _inputs.embeddings("reference", reference).to(q.device)
+        r = _inputs.finite_embeddings("reference", reference).to(q.device)
         rl = _inputs.integer_ids("reference_labels", reference_labels, len(r)).to(q.device)
         if r.shape[1] != q.shape[1]:
             raise DmlError(

@@ -231,7 +231,6 @@ def test_no_relevant_item_anywhere_gives_nan(backend: str) -> None:
         ({"query_labels": np.zeros(9, dtype=int)}, "query_labels has 9 entries"),
         ({"query_labels": np.zeros(10)}, "must hold integers"),
         ({"query": np.full((10, 3), np.nan)}, "NaN or infinite"),
-        ({"query": np.full((10, 3), 1e30, dtype=np.float32)}, "overflow float32"),
         ({"query": np.zeros(10)}, "2-D"),
         ({"k_values": (0,)}, "k_values"),
         ({"reference_labels": np.zeros(10, dtype=int)}, "without reference"),

@@ -82,13 +82,13 @@ def with_near_ties(
 def rescoring_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many entries the float64 step re-scored, call by call."""
     counts: list[int] = []
-    real = nearties._float64_distances
+    real = nearties.rescored_order
 
-    def spy(p, queries, refs):
+    def spy(p, rows, local, refs, cluster):
         counts.append(len(refs))
-        return real(p, queries, refs)
+        return real(p, rows, local, refs, cluster)
 
-    monkeypatch.setattr(nearties, "_float64_distances", spy)
+    monkeypatch.setattr(nearties, "rescored_order", spy)
     return counts
 
 

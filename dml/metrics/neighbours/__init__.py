@@ -5,10 +5,11 @@ references (``depth`` = max(R, largest k)) shares its label, in the order of exa
 Euclidean distance, equal distances broken by reference index. The search is three steps,
 each in its own module:
 
-1. candidates (tiled.py, or faiss_search.py): for a block of queries, every reference
-   whose float32 distance lies within the query's limit. Float32 and a matrix product,
-   because that is where the time goes (N²·d multiply-adds); a limit instead of a top-k,
-   because a comparison costs a tenth of what selecting does (collect.py);
+1. candidates (tiled.py and symmetric.py, or faiss_search.py): for a block of queries,
+   every reference whose float32 distance lies within the query's limit. Float32 and a
+   matrix product, because that is where the time goes (N²·d multiply-adds); a limit
+   instead of a top-k, because a comparison costs a tenth of what selecting does
+   (collect.py);
 2. ranking (ranking.py): one sort of the block's candidates, then a check that each limit
    reached far enough; a query whose limit fell short goes back to step 1 for an exact
    pass, so the answer never depends on how the limits were guessed;
@@ -16,6 +17,9 @@ each in its own module:
    distances differ by less than a rigorous bound on its error. Where such a swap would
    change a label sequence, those references are re-scored in float64, so the metrics
    equal a float64 brute-force ranking rather than float32 luck.
+
+Both backends search a copy of the embeddings scaled by a power of two where their norms
+would overflow or underflow float32 (scaling.py); the float64 step reads them as given.
 
 Memory stays bounded: tiles of distances, candidate lists of about 1.5·depth per query,
 whole rows of distances only for the few queries of an exact pass. Everything is torch on
@@ -33,6 +37,7 @@ from dml.errors import DmlError
 from dml.metrics.neighbours.estimate import log_estimate
 from dml.metrics.neighbours.problem import Problem, RankedBlock
 from dml.metrics.neighbours.ranking import rank
+from dml.metrics.neighbours.scaling import for_search
 from dml.metrics.neighbours.tiled import TiledSearch, tile_size
 
 __all__ = ["BACKENDS", "Problem", "RankedBlock", "check_backend", "ranked_matches"]
@@ -70,12 +75,13 @@ def ranked_matches(problem: Problem, backend: str, tile: int | None) -> Iterator
 
 
 def _ranked(problem: Problem, backend: str, tile: int | None) -> Iterator[RankedBlock]:
+    searched = for_search(problem)
     if backend == "faiss":
         from dml.metrics.neighbours.faiss_search import FaissSearch
 
-        search: TiledSearch | FaissSearch = FaissSearch(problem)
+        search: TiledSearch | FaissSearch = FaissSearch(searched)
     else:
-        search = TiledSearch(problem, tile)
+        search = TiledSearch(searched, tile)
     rows = (problem.depth > 0).nonzero().squeeze(1)
     if len(rows) * len(problem.reference) >= LOG_ABOVE_PAIRS:
         log_estimate(problem, backend, *search.estimate(rows))

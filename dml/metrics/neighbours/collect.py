@@ -1,21 +1,23 @@
-"""Picking the entries of a distance tile that fall within their query's limit, and keeping
+"""Picking the entries of distance tiles that fall within their query's limit, and keeping
 them until their block of queries is complete.
 
 Per distance, the search does one comparison and scans one bit of the resulting mask; only
-the hits (about 1.5 % of a tile) cost more. The hits are appended as they come, in
-whatever order, one (key, column) chunk per tile: no per-query slots to maintain, so the
-transposed read of a query = reference tile needs no transposed copy. One sort per block
-orders them when the block is done (see ranking.py).
+the hits (a few percent of a tile) cost more. A tile yields just their positions and
+distances; the per-hit work (which query and reference each is, the sort keys) waits until
+a whole row of tiles is done, so it runs as a few operations over ~50 tiles' hits rather
+than a few dozen per tile: fewer calls, and large enough for torch to spread over its
+threads. The hits are appended as they come, in whatever order, one (key, column) chunk
+per row of tiles and block: no per-query slots to maintain, so the transposed read of a
+query = reference tile needs no transposed copy. One sort per block orders them when the
+block is done (see ranking.py).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
-from dml.metrics.neighbours.problem import Candidates, pack
+from dml.metrics.neighbours.problem import Candidates
 
 
 def flat_nonzero(mask: Tensor) -> Tensor:
@@ -24,22 +26,8 @@ def flat_nonzero(mask: Tensor) -> Tensor:
     Few entries are True, so scanning it as int64 words, then only the words holding a
     True, reads it about twice as fast as nonzero() on the bools themselves."""
     words = mask.view(torch.int64).view(-1).nonzero().squeeze(1)
-    word, bit = mask.view(-1, 8).index_select(0, words).nonzero(as_tuple=True)
-    return words.index_select(0, word) * 8 + bit
-
-
-class Hits(NamedTuple):
-    """Entries of a tile: row, column and distance."""
-
-    rows: Tensor
-    cols: Tensor
-    dist: Tensor
-
-    def within(self, limit: Tensor, per_row: bool) -> Hits:
-        """The hits within ``limit`` of their row (or of their column)."""
-        keep = self.dist <= limit.index_select(0, self.rows if per_row else self.cols)
-        at = keep.nonzero().squeeze(1)
-        return Hits(*(part.index_select(0, at) for part in self))
+    found = mask.view(-1, 8).index_select(0, words).view(-1).nonzero().squeeze(1)
+    return (words.index_select(0, found >> 3) << 3) | (found & 7)
 
 
 class TileHits:
@@ -52,21 +40,40 @@ class TileHits:
         self.tile = tile
         self.shift = tile.bit_length() - 1
         self.mask = torch.empty(tile, tile, dtype=torch.bool, device=device)
-        self.bound = torch.empty(tile, tile, device=device)
 
-    def __call__(self, dist: Tensor, row_limit: Tensor, col_limit: Tensor | None = None) -> Hits:
-        """Every entry within its row's limit or, given ``col_limit``, its column's.
+    def __call__(self, dist: Tensor, row_limit: Tensor) -> tuple[Tensor, Tensor]:
+        """(flat index row·tile + column, distance) of every entry within its row's limit."""
+        flat = flat_nonzero(torch.le(dist, row_limit.unsqueeze(1), out=self.mask))
+        return flat, dist.view(-1).index_select(0, flat)
 
-        Query = reference reads each tile for its rows and, transposed, for its columns.
-        One comparison against the larger of the two limits costs about half of two
-        (a comparison that writes a mask costs ~5 times an addition; finding the Trues
-        costs as much again), and splitting the ~3 % of hits afterwards is cheap."""
-        if col_limit is None:
-            bound = row_limit.unsqueeze(1)
-        else:
-            bound = torch.maximum(row_limit.unsqueeze(1), col_limit.unsqueeze(0), out=self.bound)
-        flat = flat_nonzero(torch.le(dist, bound, out=self.mask))
-        return Hits(flat >> self.shift, flat & (self.tile - 1), dist.view(-1).index_select(0, flat))
+
+class RowOfTiles:
+    """The hits of the tiles one block of rows meets, column tile by column tile.
+
+    A hit is kept as one int64, (column tile << 2·shift) | row·tile + column, so that
+    appending a tile's hits is one addition and the row and global column come back by
+    shifts and masks."""
+
+    def __init__(self, tile: int, device: torch.device) -> None:
+        self.tile = tile
+        self.shift = tile.bit_length() - 1
+        self.codes: list[Tensor] = [torch.empty(0, dtype=torch.int64, device=device)]
+        self.dists: list[Tensor] = [torch.empty(0, device=device)]
+        self.size = 0
+
+    def add(self, column_tile: int, flat: Tensor, dist: Tensor) -> None:
+        self.codes.append(flat.add_(column_tile << (2 * self.shift)))
+        self.dists.append(dist)
+        self.size += len(flat)
+
+    def take(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(row within the block, global column, distance) of every hit, in tile order."""
+        codes, dist = torch.cat(self.codes), torch.cat(self.dists)
+        self.codes, self.dists, self.size = self.codes[:1], self.dists[:1], 0
+        low = self.tile - 1
+        row = (codes >> self.shift) & low
+        column = ((codes >> (2 * self.shift)) << self.shift) | (codes & low)
+        return row, column, dist
 
 
 class CandidateLists:
@@ -86,11 +93,12 @@ class CandidateLists:
         self.sizes = [0] * blocks
         self.dropped = [False] * blocks
 
-    def add(self, block: int, local_rows: Tensor, cols: Tensor, dist: Tensor) -> None:
-        """``local_rows`` count from the block's first query."""
+    def add(self, block: int, keys: Tensor, cols: Tensor) -> None:
+        """``keys`` as :func:`pack` makes them, rows counted from the block's first query;
+        ``cols`` the references."""
         if self.dropped[block]:
             return
-        self.keys[block].append(pack(local_rows, dist))
+        self.keys[block].append(keys)
         self.cols[block].append(cols.to(torch.int32))
         self.sizes[block] += len(cols)
         self.held += len(cols)

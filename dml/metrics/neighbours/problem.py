@@ -75,3 +75,9 @@ def round_up(x: Tensor) -> Tensor:
     single = x.to(torch.float32)
     below = single.to(torch.float64) < x
     return torch.where(below, torch.nextafter(single, single.new_tensor(torch.inf)), single)
+
+
+def padded(x: Tensor, length: int, fill: float) -> Tensor:
+    """``x`` extended to ``length`` rows of ``fill`` (``x`` itself if long enough)."""
+    extra = length - len(x)
+    return torch.cat([x, x.new_full((extra, *x.shape[1:]), fill)]) if extra > 0 else x

@@ -1,7 +1,11 @@
 """The torch backend: every reference within each query's limit, from tiles of distances.
 
-Where the time goes (N = 50k, d = 128): the N²·d matmul, then one comparison and one
-mask scan per distance; everything else is per hit (~1.5 % of the distances).
+Where the time goes (N = 50k, d = 128, query = reference; a one-thread CPU-time profile
+on a busy AMD EPYC, so proportions only): about 40 % in the matmul (half of the N²·d
+multiply-adds, the symmetric schedule), 20 % in one norm addition, one comparison and
+one mask scan per distance, and the rest per hit (a few percent of the distances) or per
+query: the sampled limits, the sort and float64 step of the ranking, and the queries
+searched again.
 
 * Limits instead of a top-k. torch.topk costs ~5 ns per element, a comparison ~0.4 ns. So
   each query gets a limit from a random sample of the references, a few standard
@@ -9,13 +13,10 @@ mask scan per distance; everything else is per hit (~1.5 % of the distances).
   comparing against it. A limit that turns out too tight is caught by the ranking, and
   those few queries are searched again with exact limits taken from whole rows of
   distances (``_exact_pass``), so the answer never depends on what the sample drew.
-* Query = reference: the matrix is symmetric, so tile (a, c), a < c, is computed once and
-  read twice, its rows against block a's limits and its columns against block c's. That
-  halves the matmul, which matters most where the matmul is slow. Block c's hits then
-  arrive from many tiles before it is complete, so the candidate lists of later blocks
-  stay in memory: about N·(candidates per query)·3 bytes at the peak. Past
-  SYMMETRIC_BYTES, and whenever query ≠ reference, each block of queries meets every
-  reference tile on its own, holding only its own hits.
+* Query = reference: the matrix is symmetric, so each tile is computed once and read
+  twice (symmetric.py), while the candidate lists that holds at its peak stay under
+  SYMMETRIC_BYTES. Otherwise, and whenever query ≠ reference, each block of queries
+  meets every reference tile on its own, holding only its own hits.
 * Tiles are square and a power of two wide, so a hit's row and column are a shift and a
   mask; the reference side is padded to whole tiles with infinite norms, whose distances
   are infinite and never within a (finite) limit. Exclusions (a query itself, its group)
@@ -35,8 +36,17 @@ from torch import Tensor
 
 from dml.errors import DmlError
 from dml.metrics.neighbours import bound
-from dml.metrics.neighbours.collect import CandidateLists, Hits, TileHits
-from dml.metrics.neighbours.problem import EVERYTHING, Candidates, Problem, pack, round_up
+from dml.metrics.neighbours.bound import distances
+from dml.metrics.neighbours.collect import CandidateLists, RowOfTiles, TileHits
+from dml.metrics.neighbours.problem import (
+    EVERYTHING,
+    Candidates,
+    Problem,
+    pack,
+    padded,
+    round_up,
+)
+from dml.metrics.neighbours.symmetric import SymmetricSchedule
 
 CPU_TILE = 1024
 CUDA_TILE = 4096
@@ -48,6 +58,8 @@ THRESHOLD_Z = 2.5
 # peak below SYMMETRIC_BYTES; CANDIDATE_BYTES caps what they may hold (12 bytes an entry).
 SYMMETRIC_BYTES = 2**29
 CANDIDATE_BYTES = 2**30
+# Hits held between tiles before their per-hit work is done (12 bytes each).
+PENDING_HITS = 2**22
 # Bound on the whole rows of distances held by the exact pass.
 BLOCK_BYTES = 256 * 2**20
 
@@ -59,20 +71,6 @@ def tile_size(requested: int | None, device: torch.device, n: int) -> int:
         raise DmlError(f"tile must be a positive number of rows, got {requested}")
     wanted = requested or (CUDA_TILE if device.type == "cuda" else CPU_TILE)
     return max(8, 1 << (min(wanted, n) - 1).bit_length())
-
-
-def _padded(x: Tensor, length: int, fill: float) -> Tensor:
-    extra = length - len(x)
-    return torch.cat([x, x.new_full((extra, *x.shape[1:]), fill)]) if extra > 0 else x
-
-
-def distances(
-    row_x: Tensor, row_sq: Tensor, col_x: Tensor, col_sq: Tensor, out: Tensor | None = None
-) -> Tensor:
-    """‖x‖² + ‖y‖² − 2·x·y in float32, in the order bound.py counts on: the product alone
-    (no partial sums mixed into the BLAS accumulation), then the norms in two roundings."""
-    out = torch.mm(row_x, col_x.T, out=out)
-    return torch.add(row_sq.unsqueeze(1), out, alpha=-2.0, out=out).add_(col_sq.unsqueeze(0))
 
 
 class TiledSearch:
@@ -87,9 +85,7 @@ class TiledSearch:
         )
         self.query_sq = bound.squared_norms(p.query)
         self.ref_sq = self.query_sq if p.same_set else bound.squared_norms(p.reference)
-        padded = -(-n_ref // self.tile) * self.tile
-        self.tile_x = _padded(p.reference, padded, 0.0)
-        self.tile_sq = _padded(self.ref_sq, padded, math.inf)
+        self.ref_blocks = -(-n_ref // self.tile)
         self.out = torch.empty(self.tile, self.tile, device=device)
         generator = torch.Generator().manual_seed(0)
         sample = torch.randperm(n_ref, generator=generator)[: SAMPLE_TILES * self.tile]
@@ -99,7 +95,10 @@ class TiledSearch:
         if attempt == 0 and len(self.sample) < len(self.p.reference):
             limit = self._sampled_limits(rows)
             if self._symmetric_fits(rows):
-                return self._symmetric(rows, limit)
+                schedule = SymmetricSchedule(
+                    self.p, self.query_sq, self.hits, self.out, CANDIDATE_BYTES // 12, PENDING_HITS
+                )
+                return schedule.candidates(rows, limit)
             return self._by_rows(rows, limit)
         if attempt <= 1:
             return self._exact_pass(rows)
@@ -141,7 +140,10 @@ class TiledSearch:
         it, or EVERYTHING when the row has fewer than k finite distances."""
         k_max = min(int(k.max()), dist.shape[1])
         values = torch.topk(dist, k_max, dim=1, largest=False).values
-        kth = values.gather(1, (k.clamp_max(k_max) - 1).unsqueeze(1)).squeeze(1)
+        # Rounding near zero makes float32 distances negative; the sort keys (pack) count
+        # them as 0, and so must the limit, or the ranking's edge, read off the keys, would
+        # lie past it and the query would never be complete.
+        kth = values.gather(1, (k.clamp_max(k_max) - 1).unsqueeze(1)).squeeze(1).clamp_min(0.0)
         limit = round_up(kth.to(torch.float64) + self.margin[rows]).clamp_max(EVERYTHING)
         return torch.where((k > dist.shape[1]) | (kth == math.inf), EVERYTHING, limit)
 
@@ -173,67 +175,45 @@ class TiledSearch:
             keys = pack(local, dist[local, cols])
             yield Candidates(part, limit, keys, cols.to(torch.int32))
 
-    def _add(
-        self,
-        lists: CandidateLists,
-        block: int,
-        hits: Hits,
-        r0: Tensor | int,
-        c0: int,
-        per_row: bool,
-    ) -> None:
-        """Append one tile's hits. The tile's rows are queries ``r0`` (their indices, or the
-        first of a run) and its columns references c0, c0 + 1, ...; with ``per_row=False``
-        the hits are for the queries of the columns (the transposed read)."""
-        high, low, dist = hits
-        if per_row:
-            query = r0.index_select(0, high) if isinstance(r0, Tensor) else high + r0
-            ref = low + c0
-        else:
-            query, ref = low + c0, high + r0
-        if self.p.query_groups is not None and self.p.reference_groups is not None:
-            keep = self.p.query_groups[query] != self.p.reference_groups[ref]
-            high, low, dist, ref = high[keep], low[keep], dist[keep], ref[keep]
-        lists.add(block, high if per_row else low, ref, dist)
+    def _groups_differ(self, query: Tensor, ref: Tensor) -> Tensor | None:
+        if self.p.query_groups is None or self.p.reference_groups is None:
+            return None
+        return self.p.query_groups.index_select(0, query) != self.p.reference_groups.index_select(
+            0, ref
+        )
 
-    def _symmetric(self, rows: Tensor, sampled: Tensor) -> Iterator[Candidates]:
-        t, n, x, sq = self.tile, len(self.p.query), self.tile_x, self.tile_sq
-        blocks = len(x) // t
-        limit = sq.new_full((blocks * t,), -math.inf)
-        limit[rows] = sampled
-        lists = CandidateLists(blocks, CANDIDATE_BYTES // 12)
-        for a in range(blocks):
-            r = slice(a * t, (a + 1) * t)
-            for c in range(a, blocks):
-                cols = slice(c * t, (c + 1) * t)
-                dist = distances(x[r], sq[r], x[cols], sq[cols], self.out)
-                if c == a:
-                    dist.diagonal().fill_(math.inf)
-                    self._add(lists, a, self.hits(dist, limit[r]), a * t, c * t, True)
-                    continue
-                hits = self.hits(dist, limit[r], limit[cols])
-                self._add(lists, a, hits.within(limit[r], True), a * t, c * t, True)
-                self._add(lists, c, hits.within(limit[cols], False), a * t, c * t, False)
-            block_rows = torch.arange(a * t, min((a + 1) * t, n), device=rows.device)
-            yield lists.take(a, block_rows, limit[block_rows])
+    def _file_rows(self, lists: CandidateLists, found: RowOfTiles, queries: Tensor) -> None:
+        """Pending hits into the one block of the row schedule; ``queries`` by tile row."""
+        row, column, dist = found.take()
+        other_group = self._groups_differ(queries.index_select(0, row), column)
+        if other_group is not None:
+            at = other_group.nonzero().squeeze(1)
+            row, column, dist = (part.index_select(0, at) for part in (row, column, dist))
+        lists.add(0, pack(row, dist), column)
 
     def _by_rows(self, rows: Tensor, limit: Tensor) -> Iterator[Candidates]:
         t, p = self.tile, self.p
+        found = RowOfTiles(t, rows.device)
+        ref_x = padded(p.reference, self.ref_blocks * t, 0.0)
+        ref_sq = padded(self.ref_sq, self.ref_blocks * t, math.inf)
         for start in range(0, len(rows), t):
             part, part_limit = rows[start : start + t], limit[start : start + t]
-            x = _padded(p.query[part], t, 0.0)
-            sq = _padded(self.query_sq[part], t, math.inf)
-            padded_limit = _padded(part_limit, t, -math.inf)
-            padded_rows = _padded(part, t, 0)
+            x = padded(p.query[part], t, 0.0)
+            sq = padded(self.query_sq[part], t, math.inf)
+            padded_limit = padded(part_limit, t, -math.inf)
+            padded_rows = padded(part, t, 0)
             first, last = int(part.min()), int(part.max())
             lists = CandidateLists(1, CANDIDATE_BYTES // 12)
-            for c0 in range(0, len(self.tile_x), t):
-                cols = slice(c0, c0 + t)
-                dist = distances(x, sq, self.tile_x[cols], self.tile_sq[cols], self.out)
-                if p.same_set and c0 <= last and first < c0 + t:
-                    own = ((part >= c0) & (part < c0 + t)).nonzero().squeeze(1)
-                    dist[own, part[own] - c0] = math.inf
-                self._add(lists, 0, self.hits(dist, padded_limit), padded_rows, c0, True)
+            for c in range(self.ref_blocks):
+                cols = slice(c * t, (c + 1) * t)
+                dist = distances(x, sq, ref_x[cols], ref_sq[cols], self.out)
+                if p.same_set and c * t <= last and first < (c + 1) * t:
+                    own = ((part >= c * t) & (part < (c + 1) * t)).nonzero().squeeze(1)
+                    dist[own, part[own] - c * t] = math.inf
+                found.add(c, *self.hits(dist, padded_limit))
+                if found.size >= PENDING_HITS:
+                    self._file_rows(lists, found, padded_rows)
+            self._file_rows(lists, found, padded_rows)
             yield lists.take(0, part, part_limit)
 
     # Estimate
@@ -245,26 +225,27 @@ class TiledSearch:
         t, d, n_ref = self.tile, self.p.query.shape[1], len(self.p.reference)
         hits = self._hits_per_query(rows)
         symmetric = len(self.sample) < n_ref and self._symmetric_fits(rows)
-        x, sq = self.tile_x[:t], self.tile_sq[:t]
+        x = padded(self.p.reference[:t], t, 0.0)
+        sq = padded(self.ref_sq[:t], t, math.inf)
         dist = distances(x, sq, x, sq, self.out)
         typical = dist[:64, : min(t, n_ref)].quantile(min(1.0, hits / n_ref))
         limit = dist.new_full((t,), float(typical))
         lists = CandidateLists(1, CANDIDATE_BYTES // 12)
+        found = RowOfTiles(t, x.device)
         seconds = math.inf
         for _ in range(2):
             begin = time.perf_counter()
             dist = distances(x, sq, x, sq, self.out)
-            found = self.hits(dist, limit, limit if symmetric else None)
-            for per_row in (True, False) if symmetric else (True,):
-                self._add(lists, 0, found.within(limit, per_row), 0, 0, per_row)
+            found.add(0, *self.hits(dist, limit))
+            self._file_rows(lists, found, torch.arange(t, device=dist.device))
             if dist.is_cuda:
                 torch.cuda.synchronize(dist.device)
             seconds = min(seconds, time.perf_counter() - begin)
-        blocks, ref_blocks = -(-len(rows) // t), len(self.tile_x) // t
+        blocks, ref_blocks = -(-len(rows) // t), self.ref_blocks
         tiles = ref_blocks * (ref_blocks + 1) / 2 if symmetric else blocks * ref_blocks
         held = len(self.p.query) * hits * 3 if symmetric else t * hits * 12
         sizes = {
-            "embeddings": len(self.tile_x) * (d + 1) * 4.0,
+            "embeddings": ref_blocks * t * (d + 1) * 4.0,
             "candidate lists": held,
             "tiles": t * t * 9.0,
             "whole rows for the exact pass": float(BLOCK_BYTES),
