@@ -15,7 +15,7 @@ from dml.config.build import (
     build_module,
     without_pretrained_weights,
 )
-from dml.config.moved_targets import moved_to_current
+from dml.moved_targets import moved_to_current
 from dml.reporting.console import print_metrics_table
 from dml.reporting.evaluation_plots import write_evaluation_plots
 from dml.reporting.history import EpochHistoryLogger

@@ -17,7 +17,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dml.backbones.acceleration import accelerate
-from dml.config.moved_targets import MOVED_TARGETS
 from dml.config.optimization import check_optimization
 from dml.datasets.base import DatasetSource
 from dml.datasets.splitting import class_folds
@@ -25,6 +24,7 @@ from dml.errors import DmlError
 from dml.losses.compat import check_compatible
 from dml.metrics.neighbours import check_backend
 from dml.metrics.pair_verification import MAX_PAIRS
+from dml.moved_targets import MOVED_TARGETS
 from dml.semi import PseudoLabeler, SemiSupervisedDataModule
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.module import EmbeddingModule
