@@ -14,8 +14,8 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from dml.instantiate import build
+from dml.reporting.run_files import save_wandb_id, saved_wandb_id
 from dml.reporting.run_naming import run_identity, run_variant
-from dml.training.resume import save_wandb_id, saved_wandb_id
 
 INTERRUPTED = 130  # the shell's exit status after SIGINT
 
