@@ -49,8 +49,7 @@ def report_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
         from hydra.types import RunMode
 
         from dml.errors import DmlError, RunInterrupted, one_line
-        from dml.reporting.compare.runs import write_failure_marker
-        from dml.reporting.run_files import holds_results
+        from dml.reporting.run_files import holds_results, write_failure_marker
         from dml.training.distributed import is_rank_zero
 
         hydra_cfg = HydraConfig.get()

@@ -31,8 +31,9 @@ from hydra import compose, initialize_config_module
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from dml.config.build import build, build_datamodule
+from dml.config.build import build_datamodule
 from dml.datasets.fakes.benchmarks import make_benchmark
+from dml.instantiate import build
 from dml.training.workers import usable_cores
 
 WARMUP_BATCHES = 2

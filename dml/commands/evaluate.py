@@ -10,12 +10,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from dml.commands.final_metrics import check_final_metrics
 from dml.config.build import (
-    build,
     build_datamodule,
     build_module,
     without_pretrained_weights,
 )
-from dml.config.moved_targets import moved_to_current
+from dml.instantiate import build
+from dml.moved_targets import moved_to_current
 from dml.reporting.console import print_metrics_table
 from dml.reporting.evaluation_plots import write_evaluation_plots
 from dml.reporting.history import EpochHistoryLogger

@@ -9,10 +9,11 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from dml.commands.final_metrics import check_final_metrics
-from dml.config.build import build, build_datamodule, build_module
+from dml.config.build import build_datamodule, build_module
 from dml.config.checks import check_config
 from dml.config.preprocessing import announce
 from dml.errors import RunInterrupted
+from dml.instantiate import build
 from dml.metrics.baseline import raw_input_baseline
 from dml.reporting.console import print_metrics_table
 from dml.reporting.evaluation_plots import write_evaluation_plots

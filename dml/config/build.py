@@ -1,27 +1,24 @@
 """Build the run's objects from its composed config: module, data, loss, any node.
 
-Every component is a config node with a ``_target_``; :func:`build` instantiates one and
-turns a constructor's DmlError into its own one-line message.
+Every component is a config node with a ``_target_``; :func:`dml.instantiate.build`
+instantiates one and turns a constructor's DmlError into its own one-line message.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 from importlib.resources import files
 from typing import Any
 
 import yaml
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dml.backbones.acceleration import accelerate
-from dml.config.moved_targets import MOVED_TARGETS
 from dml.config.optimization import check_optimization
 from dml.datasets.base import DatasetSource
 from dml.datasets.splitting import class_folds
 from dml.errors import DmlError
+from dml.instantiate import build
 from dml.losses.compat import check_compatible
 from dml.metrics.neighbours import check_backend
 from dml.metrics.pair_verification import MAX_PAIRS
@@ -29,41 +26,6 @@ from dml.semi import PseudoLabeler, SemiSupervisedDataModule
 from dml.training.datamodule import EmbeddingDataModule
 from dml.training.module import EmbeddingModule
 from dml.training.precision import runs_on_gpu
-
-log = logging.getLogger(__name__)
-
-
-def build(node: DictConfig | None, **kwargs: Any) -> Any:
-    """Instantiate a config node; an empty node (e.g. ``miner=none``) gives None.
-
-    Hydra wraps errors raised by constructors; a DmlError is unwrapped so the user sees
-    its one-line message, not Hydra's report around it.
-    """
-    if node is None or "_target_" not in node:
-        return None
-    node = current_target(node)
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, DmlError):
-            raise cause from None
-        raise DmlError(f"{str(exc).splitlines()[0]} {cause}" if cause else str(exc)) from exc
-
-
-def current_target(node: DictConfig) -> DictConfig:
-    """``node``, or a copy naming the class's current path where it names one that moved
-    (a user's YAML copied from an older dml), with a warning to update the YAML."""
-    target = node.get("_target_")
-    if not isinstance(target, str) or target not in MOVED_TARGETS:
-        return node
-    log.warning(
-        "_target_: %s has moved to %s; update the YAML that names it", target, MOVED_TARGETS[target]
-    )
-    node = node.copy()
-    with open_dict(node):
-        node._target_ = MOVED_TARGETS[target]
-    return node
 
 
 def build_module(cfg: DictConfig) -> EmbeddingModule:

@@ -16,7 +16,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from dml.reporting.compare.runs import FAILED_MARKER, is_run_dir, natural_key
+from dml.reporting.compare.runs import natural_key
+from dml.reporting.run_files import is_run_dir, read_failure
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -28,9 +29,8 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def failure(job: Path) -> str | None:
     """Why a job failed (its FAILED marker's first line), or None if it finished."""
-    marker = job / FAILED_MARKER
-    if marker.is_file():
-        reason = (marker.read_text().strip().splitlines() or ["FAILED"])[0]
+    reason = read_failure(job)
+    if reason is not None:
         return reason.removeprefix("DmlError: ")
     if not (job / "metrics.json").is_file():
         return "it ended without writing metrics.json"

@@ -120,11 +120,17 @@ def masked_logsumexp(x: Tensor, weight: Tensor, add_one: bool = False) -> Tensor
     """Row-wise log(Σ weight·exp(x) [+ 1]); rows with no weighted entry give 0, as in PML.
 
     ``weight`` counts how often each entry is present (repeated mined pairs count that
-    many times). Excluded entries are filled with the most negative finite value, not
-    -inf, so even an empty row has a finite (zero) gradient.
+    many times), or is a boolean mask (each entry once). Excluded entries are filled with
+    the most negative finite value, not -inf, so even an empty row has a finite (zero)
+    gradient.
     """
-    keep = weight > 0
-    filled = torch.where(keep, x + torch.where(keep, weight, 1.0).log(), torch.finfo(x.dtype).min)
+    lowest = torch.finfo(x.dtype).min
+    if weight.dtype == torch.bool:
+        keep = weight
+        filled = torch.where(keep, x, lowest)
+    else:
+        keep = weight > 0
+        filled = torch.where(keep, x + torch.where(keep, weight, 1.0).log(), lowest)
     if add_one:
         filled = torch.cat([filled, filled.new_zeros(len(filled), 1)], dim=1)
     return torch.where(keep.any(1), torch.logsumexp(filled, dim=1), 0.0)

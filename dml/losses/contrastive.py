@@ -7,12 +7,12 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from dml.distances import Distance, References, compare
-from dml.losses.base import EmbeddingLoss, LossOutput, with_gradient, zero_loss
-from dml.tuples import Mined, pair_counts
+from dml.distances import Distance
+from dml.losses.base import LossOutput, with_gradient
+from dml.losses.pair_loss import PairCounts, PairLoss
 
 
-class ContrastiveLoss(EmbeddingLoss):
+class ContrastiveLoss(PairLoss):
     """Similar pairs are pulled inside ``pos_margin``, dissimilar ones pushed past ``neg_margin``.
 
     ``form="hadsell"`` (default) is the paper's loss: a similar pair pays
@@ -30,7 +30,6 @@ class ContrastiveLoss(EmbeddingLoss):
     ``pos_margin``, dissimilar ones pushed below ``neg_margin``, as in PML.
     """
 
-    tuple_kind = "pairs"
     scores_pairs_alone = True
 
     def __init__(
@@ -47,22 +46,9 @@ class ContrastiveLoss(EmbeddingLoss):
         self.neg_margin = neg_margin
         self.form = form
 
-    def compute(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        mined: Mined | None = None,
-        memory: References | None = None,
-    ) -> LossOutput:
-        mat, pos, neg = compare(self.distance, embeddings, labels, memory)
+    def score_pairs(self, mat: Tensor, counts: PairCounts, num_tuples: int) -> LossOutput:
         flat = mat.detach()
-        # With no miner the counts are the masks themselves: bool passes are 4x cheaper.
-        pos_count, neg_count = (
-            (pos, neg) if mined is None else pair_counts(mined, pos, neg, mat.dtype)
-        )
-        num_tuples = int(pos_count.sum() + neg_count.sum())
-        if num_tuples == 0:
-            return LossOutput(zero_loss(embeddings), 0, 0)
+        pos_count, neg_count = counts
         squared = self.form == "hadsell"
         # How far each pair is on the wrong side of its margin, in units of the matrix.
         pos_side = _side(pos_count, self.distance.margin_violation(flat, self.pos_margin), squared)

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml.distances import Distance, References, compare
-from dml.losses.base import EmbeddingLoss, LossOutput, masked_logsumexp, zero_loss
-from dml.tuples import Mined, pair_counts
+from dml.distances import Distance
+from dml.losses.base import LossOutput, masked_logsumexp
+from dml.losses.pair_loss import PairCounts, PairLoss
 
 
-class LiftedStructureLoss(EmbeddingLoss):
+class LiftedStructureLoss(PairLoss):
     """Each positive pair (i, j) against every negative of either end, softly.
 
     ½·max(0, log Σ e^{neg_margin − d(·,n)} + d(i,j) − pos_margin)², where the sum runs over
@@ -22,7 +22,7 @@ class LiftedStructureLoss(EmbeddingLoss):
     scores such a batch.
     """
 
-    tuple_kind = "pairs"
+    against_negatives = True
 
     def __init__(
         self, neg_margin: float = 1.0, pos_margin: float = 0.0, distance: Distance | None = None
@@ -31,18 +31,8 @@ class LiftedStructureLoss(EmbeddingLoss):
         self.neg_margin = neg_margin
         self.pos_margin = pos_margin
 
-    def compute(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        mined: Mined | None = None,
-        memory: References | None = None,
-    ) -> LossOutput:
-        mat, pos, neg = compare(self.distance, embeddings, labels, memory)
-        pos_count, neg_count = pair_counts(mined, pos, neg, mat.dtype)
-        num_pos = int(pos_count.sum())
-        if num_pos == 0 or neg_count.sum() == 0:
-            return LossOutput(zero_loss(embeddings), num_pos, 0)
+    def score_pairs(self, mat: Tensor, counts: PairCounts, num_tuples: int) -> LossOutput:
+        pos_count, neg_count = counts
         push = self.distance.margin_violation(self.neg_margin, mat)
         has_neg = neg_count.sum(1) > 0
         lowest = torch.finfo(mat.dtype).min
@@ -54,4 +44,4 @@ class LiftedStructureLoss(EmbeddingLoss):
         hinge = F.relu(either + self.distance.margin_violation(mat, self.pos_margin))
         per_pair = 0.5 * hinge * hinge
         num_active = int((pos_count * (per_pair > 0)).sum())
-        return LossOutput((pos_count * per_pair).sum() / num_pos, num_pos, num_active)
+        return LossOutput((pos_count * per_pair).sum() / num_tuples, num_tuples, num_active)

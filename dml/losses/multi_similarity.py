@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from dml.distances import CosineSimilarity, Distance, References, compare
-from dml.losses.base import EmbeddingLoss, LossOutput, masked_logsumexp, zero_loss
+from dml.distances import CosineSimilarity, Distance
+from dml.losses.base import LossOutput, masked_logsumexp
+from dml.losses.pair_loss import PairCounts, PairLoss
 from dml.tuples import Mined, pair_counts
 
 
-class MultiSimilarityLoss(EmbeddingLoss):
+class MultiSimilarityLoss(PairLoss):
     """Per anchor, soft-max weighted pulls of its positives and pushes of its negatives.
 
     (1/α)·log(1 + Σₚ e^{−α(s−base)}) + (1/β)·log(1 + Σₙ e^{β(s−base)}), averaged over the
@@ -18,8 +20,6 @@ class MultiSimilarityLoss(EmbeddingLoss):
     Mined pairs only say which pairs exist: repeats count once, as PML's mask does.
     Equals PML's MultiSimilarityLoss in value and gradient.
     """
-
-    tuple_kind = "pairs"
 
     def __init__(
         self,
@@ -33,22 +33,17 @@ class MultiSimilarityLoss(EmbeddingLoss):
         self.beta = beta
         self.base = base
 
-    def compute(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        mined: Mined | None = None,
-        memory: References | None = None,
-    ) -> LossOutput:
-        mat, pos, neg = compare(self.distance, embeddings, labels, memory)
+    def pair_counts(
+        self, mined: Mined | None, pos: Tensor, neg: Tensor, dtype: torch.dtype
+    ) -> PairCounts:
+        """Which pairs were mined, each once: PML's multi-similarity reads a mask."""
         if mined is None:
-            pos_mask, neg_mask = pos.to(mat.dtype), neg.to(mat.dtype)
-        else:
-            pos_count, neg_count = pair_counts(mined, pos, neg)
-            pos_mask, neg_mask = (pos_count > 0).to(mat.dtype), (neg_count > 0).to(mat.dtype)
-        num_tuples = int(pos_mask.sum() + neg_mask.sum())
-        if num_tuples == 0:
-            return LossOutput(zero_loss(embeddings), 0, 0)
+            return PairCounts(pos, neg)
+        pos_count, neg_count = pair_counts(mined, pos, neg)
+        return PairCounts(pos_count > 0, neg_count > 0)
+
+    def score_pairs(self, mat: Tensor, counts: PairCounts, num_tuples: int) -> LossOutput:
+        pos_mask, neg_mask = counts
         pull = self.alpha * self.distance.margin_violation(mat, self.base)
         push = self.beta * self.distance.margin_violation(self.base, mat)
         per_anchor = masked_logsumexp(pull, pos_mask, add_one=True) / self.alpha

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dml.distances import CosineSimilarity, Distance, References, compare
-from dml.losses.base import EmbeddingLoss, LossOutput, masked_logsumexp, zero_loss
-from dml.tuples import Mined, pair_counts
+from dml.distances import CosineSimilarity, Distance
+from dml.losses.base import LossOutput, masked_logsumexp
+from dml.losses.pair_loss import PairCounts, PairLoss
 
 
-class NTXentLoss(EmbeddingLoss):
+class NTXentLoss(PairLoss):
     """Each positive pair classified against its anchor's negatives by softmax.
 
     −log(e^{s(a,p)/τ} / (e^{s(a,p)/τ} + Σₙ e^{s(a,n)/τ})), averaged over positive pairs; a
@@ -19,24 +19,14 @@ class NTXentLoss(EmbeddingLoss):
     smallest float inside the log, which changes nothing measurable).
     """
 
-    tuple_kind = "pairs"
+    against_negatives = True
 
     def __init__(self, temperature: float = 0.07, distance: Distance | None = None) -> None:
         super().__init__(distance if distance is not None else CosineSimilarity())
         self.temperature = temperature
 
-    def compute(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        mined: Mined | None = None,
-        memory: References | None = None,
-    ) -> LossOutput:
-        mat, pos, neg = compare(self.distance, embeddings, labels, memory)
-        pos_count, neg_count = pair_counts(mined, pos, neg, mat.dtype)
-        num_pos = int(pos_count.sum())
-        if num_pos == 0 or neg_count.sum() == 0:
-            return LossOutput(zero_loss(embeddings), num_pos, 0)
+    def score_pairs(self, mat: Tensor, counts: PairCounts, num_tuples: int) -> LossOutput:
+        pos_count, neg_count = counts
         logits = -self.distance.as_distance(mat) / self.temperature
         negatives = torch.where(
             neg_count.sum(1) > 0,
@@ -44,4 +34,4 @@ class NTXentLoss(EmbeddingLoss):
             torch.finfo(mat.dtype).min,
         )
         per_pair = torch.logaddexp(logits, negatives.unsqueeze(1)) - logits
-        return LossOutput((pos_count * per_pair).sum() / num_pos, num_pos, num_pos)
+        return LossOutput((pos_count * per_pair).sum() / num_tuples, num_tuples, num_tuples)

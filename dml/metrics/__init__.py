@@ -6,6 +6,5 @@ computed exactly in bounded memory (see :mod:`dml.metrics.neighbours` for how).
 
 from dml.metrics.clustering import clustering_metrics
 from dml.metrics.retrieval import retrieval_metrics
-from dml.metrics.verification import verification_metrics
 
-__all__ = ["clustering_metrics", "retrieval_metrics", "verification_metrics"]
+__all__ = ["clustering_metrics", "retrieval_metrics"]

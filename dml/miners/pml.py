@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dml.losses.pml import pml_component
+from dml.pml_lookup import pml_component
 from dml.tuples import Mined
 
 

@@ -1,6 +1,8 @@
-"""The files of a run directory: metrics.json and metrics.csv, read and written.
+"""The files of a run directory, read and written: metrics.json, metrics.csv, splits.json,
+the W&B run id and the FAILED marker.
 
-Plots, ``dml compare`` and the commands share these, so a file format lives in one place.
+Training, plots, ``dml compare``, the sweep summary and the commands share these, so each
+file format lives in one place.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def resolve_run_dir(run_dir: Path | str | None) -> Path:
     return path
 
 
+def is_run_dir(path: Path) -> bool:
+    """A directory a run wrote: Hydra's record of its config, or its metric history."""
+    return (path / ".hydra").is_dir() or (path / "metrics.csv").is_file()
+
+
 # What makes a run directory worth keeping after a failure: anything the run measured.
 RESULT_FILES = ("metrics.csv", "metrics.json", "checkpoints")
 
@@ -92,3 +99,37 @@ def record_config(run_dir: Path, config: Any) -> None:
     hydra_dir = Path(run_dir) / ".hydra"
     if hydra_dir.is_dir():
         OmegaConf.save(config, hydra_dir / "config.yaml")
+
+
+# Holds the error of a run that failed; a run without it either finished (metrics.json) or
+# may still be running.
+FAILED_MARKER = "FAILED"
+
+
+def write_failure_marker(run_dir: Path, error: BaseException) -> None:
+    """Leave ``FAILED`` in a run directory, holding the error, so compare can mark the run.
+
+    Without it a crash and a run still training look the same from the files alone.
+    """
+    Path(run_dir, FAILED_MARKER).write_text(f"{type(error).__name__}: {error}\n")
+
+
+def read_failure(run_dir: Path) -> str | None:
+    """The first line of the run's FAILED marker ("FAILED" if empty); None without one."""
+    marker = Path(run_dir) / FAILED_MARKER
+    if not marker.is_file():
+        return None
+    return (marker.read_text().strip().splitlines() or [FAILED_MARKER])[0]
+
+
+# The W&B run of a run directory, so that a resumed run logs into the same W&B run.
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def saved_wandb_id(run_dir: Path) -> str | None:
+    path = Path(run_dir) / WANDB_ID_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def save_wandb_id(run_dir: Path, run_id: str) -> None:
+    (Path(run_dir) / WANDB_ID_FILE).write_text(run_id + "\n")

@@ -6,7 +6,6 @@ key), the run warns once and logs to local offline files, which `wandb sync` upl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
+from dml.instantiate import build
+from dml.reporting.run_files import save_wandb_id, saved_wandb_id
 from dml.reporting.run_naming import run_identity, run_variant
-from dml.training.resume import save_wandb_id, saved_wandb_id
 
 INTERRUPTED = 130  # the shell's exit status after SIGINT
 
@@ -40,11 +40,8 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 LOGGER_ONLY_KEYS = ("_target_", "log_model", "prefix", "checkpoint_name", "save_dir")
 
 
-def build_wandb_logger(
-    cfg: DictConfig, run_dir: Path, resuming: bool, build: Callable[..., Any]
-) -> WandbLogger:
-    """Start the W&B run and wrap it in Lightning's logger; ``build`` instantiates
-    ``cfg.logger`` with extra arguments.
+def build_wandb_logger(cfg: DictConfig, run_dir: Path, resuming: bool) -> WandbLogger:
+    """Start the W&B run and wrap it in Lightning's logger.
 
     dml calls ``wandb.init`` itself and hands the run to ``WandbLogger(experiment=...)``:
     Lightning's own call passes ``anonymous=None``, which makes every run print W&B's

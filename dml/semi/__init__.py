@@ -14,12 +14,8 @@ from dml.semi.data import (
     SemiSupervisedDataModule,
     labeled_mask,
 )
-from dml.semi.pseudo_label import (
-    PseudoLabeler,
-    kmeans_pseudo_labels,
-    knn_pseudo_labels,
-    semi_supervised_loss,
-)
+from dml.semi.pseudo_label import PseudoLabeler, kmeans_pseudo_labels, knn_pseudo_labels
+from dml.training.weighted_loss import semi_supervised_loss
 
 __all__ = [
     "PseudoLabeledDataset",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -17,13 +17,18 @@ from dml.training.datamodule import EmbeddingDataModule
 from dml.training.samplers import ClassBalancedBatchSampler
 from dml.training.workers import AUTO
 
-if TYPE_CHECKING:
-    from dml.semi.pseudo_label import PseudoLabeler
-
 # The label of an item whose label is hidden and that has no confident pseudo-label.
 UNLABELED = -1
 # Fewest labelled items kept per class: a class needs a positive pair to train at all.
 MIN_LABELED_PER_CLASS = 2
+
+
+class PseudoLabels(Protocol):
+    """What the data module needs of the pseudo-labelling callback
+    (:class:`dml.semi.pseudo_label.PseudoLabeler`): the size of its batch block (None:
+    ``data.batch_size``). The callback imports this module's dataset, not the reverse."""
+
+    batch_size: int | None
 
 
 def labeled_mask(labels: Tensor, fraction: float, seed: int) -> Tensor:
@@ -204,7 +209,7 @@ class SemiSupervisedDataModule(EmbeddingDataModule):
         self,
         source: DatasetSource,
         labeled_fraction: float = 1.0,
-        pseudo_labeler: PseudoLabeler | None = None,
+        pseudo_labeler: PseudoLabels | None = None,
         **data: Any,
     ) -> None:
         if pseudo_labeler is not None and data.get("persistent_workers", AUTO) == AUTO:

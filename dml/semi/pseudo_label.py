@@ -1,8 +1,11 @@
-"""Pseudo-labels from the current embedding, and the loss that weighs them."""
+"""Pseudo-labels from the current embedding, and the callback that assigns them.
+
+The loss that weighs them is the training module's
+(:func:`dml.training.weighted_loss.semi_supervised_loss`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -83,31 +86,6 @@ def fill(
     all_confidence = torch.ones(len(labels))
     all_confidence[~labeled] = confidence
     return all_labels, all_confidence
-
-
-LossParts = Callable[[Tensor, Tensor], tuple[Tensor, int, int]]
-
-
-def semi_supervised_loss(
-    compute_loss: LossParts, embeddings: Tensor, labels: Tensor, weights: Tensor
-) -> tuple[Tensor, int, int]:
-    """Σ_w w · loss(items of weight w): the labelled part plus the weighted pseudo part.
-
-    Each part is its own batch for the loss and miner, so a pseudo-label never decides a
-    tuple with a true label in it; with weight 1 the two parts are one batch, pseudo-labels
-    counting as true ones. ``compute_loss`` is the module's; tuple counts add up.
-    """
-    total = embeddings.new_zeros(())
-    num_tuples = num_active = 0
-    for weight in weights.unique().tolist():
-        if weight == 0:
-            continue
-        part = weights == weight
-        loss, tuples, active = compute_loss(embeddings[part], labels[part])
-        total = total + weight * loss
-        num_tuples += tuples
-        num_active += active
-    return total, num_tuples, num_active
 
 
 class PseudoLabeler(Callback):

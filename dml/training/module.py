@@ -18,7 +18,6 @@ from dml.errors import DmlError
 from dml.losses.base import EmbeddingLoss, HasOwnLearningRate, KnowsCollapsedValue
 from dml.metrics.pair_verification import MAX_PAIRS
 from dml.reporting.snapshots import EmbeddingSnapshot
-from dml.semi.pseudo_label import semi_supervised_loss
 from dml.training.distributed import (
     all_gather_cat,
     gather_unique,
@@ -34,6 +33,7 @@ from dml.training.precision import in_float32
 from dml.training.resume import restore_rng_state, rng_state
 from dml.training.selection import weights_epoch
 from dml.training.split_metrics import parts_by_loader, split_metrics
+from dml.training.weighted_loss import semi_supervised_loss
 from dml.tuples import Mined, siamese_pairs
 
 SNAPSHOT_SAMPLES = 5000

@@ -3,8 +3,9 @@
 Checkpoints are written through a temporary file and a rename, so a kill during a save
 leaves the previous checkpoint intact. They carry the RNG states (Lightning restores
 model, optimizer, scheduler and loop state itself; the P×K sampler is keyed by seed and
-epoch), and the run directory remembers its W&B run id, so a resumed run logs into the
-same W&B run.
+epoch), and the run directory remembers its W&B run id
+(:func:`dml.reporting.run_files.saved_wandb_id`), so a resumed run logs into the same W&B
+run.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 
 from dml.errors import DmlError
 from dml.training.checkpoints import checkpoint_file
-
-WANDB_ID_FILE = "wandb_run_id"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -70,15 +69,6 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
             "directory to resume, or pass ckpt_path=PATH"
         )
     return str(last)
-
-
-def saved_wandb_id(run_dir: Path) -> str | None:
-    path = run_dir / WANDB_ID_FILE
-    return path.read_text().strip() if path.is_file() else None
-
-
-def save_wandb_id(run_dir: Path, run_id: str) -> None:
-    (run_dir / WANDB_ID_FILE).write_text(run_id + "\n")
 
 
 def check_writable(run_dir: Path) -> None:

@@ -12,8 +12,8 @@ from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from dml.config.build import build
 from dml.errors import DmlError
+from dml.instantiate import build
 from dml.reporting.history import EpochHistoryLogger
 from dml.reporting.wandb_run import build_wandb_logger
 from dml.training.ddp_launch import check_ddp_config
@@ -27,7 +27,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> lis
     if cfg.logger is None or "_target_" not in cfg.logger:
         return loggers
     if cfg.logger._target_.endswith("WandbLogger"):
-        loggers.append(build_wandb_logger(cfg, run_dir, resuming, build))
+        loggers.append(build_wandb_logger(cfg, run_dir, resuming))
     else:
         loggers.append(build(cfg.logger, save_dir=str(run_dir)))
     return loggers

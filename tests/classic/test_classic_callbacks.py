@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 from sklearn.neighbors import KNeighborsClassifier
 
 from dml.classic.callbacks import KNNAccuracy, LinearProjectionPlot, raw_inputs
-from dml.config.build import build, build_datamodule, build_module
+from dml.config.build import build_datamodule, build_module
+from dml.instantiate import build
 from dml.reporting.history import EpochHistoryLogger
 
 

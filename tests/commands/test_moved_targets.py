@@ -1,5 +1,5 @@
 """Checkpoints written before a class moved still evaluate: their stored `_target_` strings
-are read at the class's new path (:mod:`dml.config.moved_targets`)."""
+are read at the class's new path (:mod:`dml.moved_targets`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from dml.config.build import build_source
-from dml.config.moved_targets import MOVED_TARGETS, moved_to_current
+from dml.moved_targets import MOVED_TARGETS, moved_to_current
 from tests.commands.test_cli import QUICK, dml
 from tests.conftest import CONF_DIR
 from tests.fixtures.checkpoints import untrained_checkpoint

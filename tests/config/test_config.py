@@ -10,7 +10,6 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
 
 from dml.config.build import (
-    build,
     build_backbone,
     build_datamodule,
     build_loss,
@@ -18,6 +17,7 @@ from dml.config.build import (
     build_source,
 )
 from dml.errors import DmlError
+from dml.instantiate import build
 from dml.training.trainer import check_accelerator
 from tests.conftest import group_options
 

@@ -11,6 +11,7 @@ import torch
 from scipy.optimize import brentq
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from dml.errors import DmlError
 from dml.metrics.pair_verification import (
     different_class_pairs,
     far_name,
@@ -135,3 +136,21 @@ def test_tar_at_far_accepts_exactly_the_allowed_false_accepts() -> None:
     got, threshold = tar_at_far(far, tar, thresholds, 1e-2, 200)
     assert threshold == pytest.approx(1.15)
     assert got == pytest.approx(4 / 100)  # the positives at 0.5, 1.05, 1.12 and 1.15
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "labels", "max_pairs", "message"),
+    [
+        (np.zeros((4, 2), np.float32), np.array([0, 1, 0]), 10, "labels has 3 entries"),
+        (np.zeros((4, 2), np.float32), np.array([0.0, 1, 0, 1]), 10, "must hold integers"),
+        (np.full((4, 2), np.nan, np.float32), np.array([0, 1, 0, 1]), 10, "NaN or infinite"),
+        (np.zeros((4, 2), np.float32), np.array([0, 1, 0, 1]), 0, "positive integer"),
+        (np.zeros((4, 2), np.float32), np.array([0, 1, 0, 1]), True, "positive integer"),
+    ],
+)
+def test_bad_inputs_raise_one_line_dml_error(
+    embeddings: np.ndarray, labels: np.ndarray, max_pairs: int, message: str
+) -> None:
+    with pytest.raises(DmlError, match=message) as caught:
+        split_verification(embeddings, labels, max_pairs=max_pairs)
+    assert "\n" not in str(caught.value)

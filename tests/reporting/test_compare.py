@@ -13,7 +13,7 @@ import wandb
 import yaml
 
 from dml.reporting.compare.command import main
-from dml.reporting.compare.runs import write_failure_marker
+from dml.reporting.run_files import write_failure_marker
 from tests.conftest import subprocess_env
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

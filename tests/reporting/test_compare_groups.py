@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 
 from dml.reporting.compare.command import main
-from dml.reporting.compare.runs import write_failure_marker
+from dml.reporting.run_files import write_failure_marker
 from dml.reporting.run_naming import variant_of
 from tests.reporting.test_compare import COMMON, make_run
 

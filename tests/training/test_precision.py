@@ -18,9 +18,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dml.config.build import build
 from dml.config.checks import check_config
 from dml.errors import DmlError
+from dml.instantiate import build
 from dml.losses.compat import check_compatible
 from dml.training import precision
 from dml.training.module import EmbeddingModule

@@ -107,7 +107,7 @@ def test_loaders_of_image_data_get_persistent_workers_and_in_memory_data_none(
 def test_pseudo_labels_turn_auto_persistence_off(
     tmp_path: Path, compose_cfg: Callable[..., DictConfig]
 ) -> None:
-    from dml.config.build import build
+    from dml.instantiate import build
 
     tree = make_cub(tmp_path)
     cfg = compose_cfg(

@@ -10,6 +10,7 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from rich import box
 from rich.console import Console
@@ -48,32 +49,46 @@ def excluded_cell(variant: Variant) -> str:
     return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "—"
 
 
-def group_header(metrics: Sequence[str], with_dataset: bool, with_excluded: bool) -> list[str]:
+class OptionalColumns(NamedTuple):
+    """The columns a table shows only when they tell something: ``dataset`` when the
+    variants span several datasets, ``not averaged`` when some run was left out."""
+
+    dataset: bool
+    excluded: bool
+
+
+def optional_columns(variants: Sequence[Variant]) -> OptionalColumns:
+    return OptionalColumns(
+        len({v.dataset for v in variants}) > 1, any(v.excluded for v in variants)
+    )
+
+
+def group_header(variants: Sequence[Variant], metrics: Sequence[str]) -> list[str]:
+    shown = optional_columns(variants)
     return [
         "#",
         "variant",
-        *(["dataset"] if with_dataset else []),
+        *(["dataset"] if shown.dataset else []),
         "n",
         *metrics,
-        *(["not averaged"] if with_excluded else []),
+        *(["not averaged"] if shown.excluded else []),
     ]
 
 
 def group_rows(
     variants: Sequence[Variant], labels: Sequence[str], metrics: Sequence[str]
 ) -> list[list[str]]:
-    with_dataset = len({v.dataset for v in variants}) > 1
-    with_excluded = any(v.excluded for v in variants)
+    shown = optional_columns(variants)
     rows = []
     for rank, (variant, label) in enumerate(zip(variants, labels, strict=True), start=1):
         rows.append(
             [
                 str(rank),
                 label,
-                *([str(variant.dataset)] if with_dataset else []),
+                *([str(variant.dataset)] if shown.dataset else []),
                 str(len(variant.finished)),
                 *(format_summary(variant.summary(m)) for m in metrics),
-                *([excluded_cell(variant)] if with_excluded else []),
+                *([excluded_cell(variant)] if shown.excluded else []),
             ]
         )
     return rows
@@ -110,9 +125,7 @@ def print_group_table(
         title=f"{len(variants)} variants of {runs} runs", caption=caption, box=box.SIMPLE_HEAD
     )
     rows = group_rows(variants, labels, metrics)
-    for name in group_header(
-        metrics, len({v.dataset for v in variants}) > 1, any(v.excluded for v in variants)
-    ):
+    for name in group_header(variants, metrics):
         if name in ("variant", "dataset", "not averaged"):
             table.add_column(name, overflow="fold")
         elif name in ("#", "n"):
@@ -138,9 +151,7 @@ def write_group_markdown(
     found: Sequence[Separation],
 ) -> None:
     labels, shared = short_labels(variants)
-    header = group_header(
-        metrics, len({v.dataset for v in variants}) > 1, any(v.excluded for v in variants)
-    )
+    header = group_header(variants, metrics)
     text = ("variant", "dataset", "not averaged")
     lines = [
         "| " + " | ".join(header) + " |",

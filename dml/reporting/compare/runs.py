@@ -22,10 +22,9 @@ import numpy as np
 import yaml
 
 from dml.errors import DmlError
-from dml.reporting.run_files import read_history, read_metrics
+from dml.reporting.run_files import is_run_dir, read_failure, read_history, read_metrics
 from dml.reporting.run_naming import override_key, variant_of
 
-FAILED_MARKER = "FAILED"
 BEST_METRIC = "val/map_at_r"
 
 
@@ -70,18 +69,6 @@ class RunRecord:
             if override_key(override) == key:
                 return override.partition("=")[2]
         return self.choices.get(key)
-
-
-def write_failure_marker(run_dir: Path, error: BaseException) -> None:
-    """Leave ``FAILED`` in a run directory, holding the error, so compare can mark the run.
-
-    Without it a crash and a run still training look the same from the files alone.
-    """
-    Path(run_dir, FAILED_MARKER).write_text(f"{type(error).__name__}: {error}\n")
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / ".hydra").is_dir() or (path / "metrics.csv").is_file()
 
 
 def natural_key(path: Path) -> tuple[int, int | str]:
@@ -173,12 +160,11 @@ def best_epoch(
 def load_run(run_dir: Path) -> RunRecord:
     history = read_history(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else {}
     epochs = int(np.nanmax(history["epoch"])) if len(history.get("epoch", ())) else 0
-    marker = run_dir / FAILED_MARKER
+    failure = read_failure(run_dir)
     if (run_dir / "metrics.json").is_file():
         status, reason, metrics = "finished", "", read_metrics(run_dir / "metrics.json")
-    elif marker.is_file():
-        lines = marker.read_text().strip().splitlines()
-        status, reason, metrics = "failed", lines[0] if lines else "FAILED", latest_values(history)
+    elif failure is not None:
+        status, reason, metrics = "failed", failure, latest_values(history)
     else:
         code = wandb_exit_code(run_dir)
         metrics = latest_values(history)
