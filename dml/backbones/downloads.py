@@ -123,6 +123,13 @@ def cached_hub_file(file: HubFile) -> Path | None:
     return None
 
 
+def hub_cache_folder(repo_id: str) -> Path:
+    """Where the hub client caches a model repository's files (``HF_HUB_CACHE``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+
+
 def download_from_hub(file: HubFile, what: str, scratch: str) -> Path:
     """The cached file, or downloaded into the Hugging Face cache by the hub client."""
     from huggingface_hub import constants, hf_hub_download
@@ -133,7 +140,7 @@ def download_from_hub(file: HubFile, what: str, scratch: str) -> Path:
         return cached
     reason = offline_reason(constants.ENDPOINT)
     if reason is not None:
-        cache = Path(constants.HF_HUB_CACHE) / f"models--{file.repo_id.replace('/', '--')}"
+        cache = hub_cache_folder(file.repo_id)
         raise DmlError(
             f"{what} not found offline ({reason}): {file.filenames[0]} of the Hugging Face "
             f"repository {file.repo_id} is not in the cache {cache}; run once where there "

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from dml.commands.evaluate import load_trained
 from dml.datasets.base import DataSplits, LabeledDataset
+from dml.datasets.tokens import TextDataset
 from dml.errors import DmlError
 from dml.reporting.run_files import record_config
 
@@ -30,8 +31,9 @@ def without_augmentation(dataset: LabeledDataset, splits: DataSplits) -> Labeled
 
 def embed(cfg: DictConfig) -> Path:
     """Write ``embeddings``, ``labels`` and ``ids`` (indices into the split) of a split;
-    where the data has them, ``groups``, ``paths`` (each item's file) and ``class_names``
-    (``class_names[label]``: an image folder's name, a feature file's text label)."""
+    where the data has them, ``groups``, ``paths`` (each item's file), ``texts`` (each
+    item's text, dataset=text) and ``class_names`` (``class_names[label]``: an image
+    folder's name, a feature file's text label)."""
     import numpy as np
 
     config, module, datamodule = load_trained(cfg)
@@ -48,6 +50,7 @@ def embed(cfg: DictConfig) -> Path:
     with torch.no_grad():
         for x, _ in datamodule.eval_loader(dataset):
             chunks.append(module(x))
+    is_text = isinstance(dataset, TextDataset)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
@@ -57,6 +60,7 @@ def embed(cfg: DictConfig) -> Path:
         ids=np.arange(len(dataset)),
         **({"groups": dataset.groups.numpy()} if dataset.groups is not None else {}),
         **({"paths": np.asarray(dataset.paths, dtype=str)} if dataset.paths else {}),
+        **({"texts": np.asarray(dataset.texts, dtype=str)} if is_text else {}),
         **(
             {"class_names": np.asarray(dataset.class_names, dtype=str)}
             if dataset.class_names

@@ -4,7 +4,8 @@ The file holds everything between pixels and embedding: the dataset's channel
 normalisation (mean/std, where its transform has one), the backbone, and the L2
 normalisation when the run normalised its embeddings. A service then needs neither dml nor
 the training config, only the documented preprocessing up to [0, 1] pixels, which
-:func:`input_description` states and the command prints.
+:func:`input_description` states and the command prints. A text model takes token ids,
+with its tokenizer saved beside it (:mod:`dml.commands.export_text`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dml.commands.evaluate import load_trained
+from dml.commands.export_text import export_text
+from dml.datasets.tokens import TokenBatches
 from dml.datasets.user_files.query_files import is_picture_shape
 from dml.errors import DmlError
 from dml.transforms import ImageTransforms, NormalisesPixels, TransformPair, pixel_statistics
@@ -49,6 +52,10 @@ def export(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
         raise DmlError(f"format={cfg.format!r} is not one of {', '.join(FORMATS)}")
     _, module, datamodule = load_trained(cfg)
+    tokens = datamodule.source.collate_fn()
+    if isinstance(tokens, TokenBatches):
+        out = Path(str(cfg.out)) if cfg.out is not None else Path(f"embedder{FORMATS[cfg.format]}")
+        return export_text(cfg.format, module, tokens, datamodule.splits.test, out)
     transform = datamodule.source.transform
     item_shape = tuple(datamodule.splits.test[0][0].shape)
     pictures = is_picture_shape(item_shape) and isinstance(transform, NormalisesPixels)

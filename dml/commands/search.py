@@ -4,6 +4,10 @@ The model and data come from the checkpoint, as for ``dml eval``. The gallery is
 of the checkpoint's dataset (by default its gallery split where it has one, else its test
 split; ``dataset=...`` overrides point at other data), or an ``.npz`` that ``dml embed``
 wrote, so a large catalogue is embedded once and searched many times.
+
+For text data (``dataset=text``) a query is text: ``query="some text"``, a list
+``query=["first","second"]``, or a ``.txt`` file of one query per line; the gallery items
+are listed by their texts.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from torch import Tensor
 from dml.commands.embed import without_augmentation
 from dml.commands.evaluate import load_trained
 from dml.datasets.base import DataSplits
-from dml.datasets.user_files.query_files import image_input, is_picture_shape, read_queries
+from dml.datasets.tokens import TextDataset, TokenBatches
+from dml.datasets.user_files.query_files import (
+    image_input,
+    is_picture_shape,
+    read_queries,
+    text_queries,
+)
 from dml.errors import DmlError
 from dml.metrics.topk import nearest_neighbours
 from dml.reporting.figures import save_figure
@@ -68,9 +78,15 @@ def search(cfg: DictConfig) -> SearchResult:
     module.eval()
     splits = datamodule.splits
     transform = datamodule.source.transform
-    item_shape = tuple(splits.test[0][0].shape)
-    queries = read_queries(Path(str(cfg.query)), transform, item_shape)
-    query_embeddings = embed_inputs(module, queries.inputs, datamodule.eval_batch_size)
+    batches = datamodule.source.collate_fn()
+    if isinstance(batches, TokenBatches):
+        item_shape: tuple[int, ...] = ()
+        queries = text_queries(cfg.query)
+    else:
+        batches = None
+        item_shape = tuple(splits.test[0][0].shape)
+        queries = read_queries(Path(str(cfg.query)), transform, item_shape)
+    query_embeddings = embed_inputs(module, queries.inputs, datamodule.eval_batch_size, batches)
     gallery = load_gallery(cfg.gallery, module, datamodule, splits, transform, item_shape)
     found = nearest_neighbours(query_embeddings, gallery.embeddings, int(cfg.k))
     indices, distances = found.indices.numpy(), found.distances.numpy()
@@ -96,16 +112,24 @@ def search(cfg: DictConfig) -> SearchResult:
     if picture is not None:
         log.info("wrote %s", picture)
     elif not queries.pictures:
-        log.info("feature data have no pictures: the table above is the result")
+        log.info("feature and text data have no pictures: the table above is the result")
     else:
         log.info("the gallery .npz lists no image paths, so no picture is drawn")
     return SearchResult(queries.names, indices, distances, names, labels, picture)
 
 
-def embed_inputs(module: EmbeddingModule, inputs: Tensor, batch_size: int) -> Tensor:
+def embed_inputs(
+    module: EmbeddingModule,
+    inputs: Tensor | list[str],
+    batch_size: int,
+    tokens: TokenBatches | None = None,
+) -> Tensor:
+    """Inputs in batches; texts are tokenized by ``tokens``, as the data's own batches."""
     with torch.no_grad():
-        batches = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
-        return torch.cat([module(batch) for batch in batches])
+        chunks = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
+        return torch.cat(
+            [module(tokens.tokens(chunk) if tokens is not None else chunk) for chunk in chunks]
+        )
 
 
 def load_gallery(
@@ -132,6 +156,8 @@ def load_gallery(
     paths = getattr(dataset, "paths", None)
     if paths is not None:
         item_names = list(paths)
+    elif isinstance(dataset, TextDataset):
+        item_names = [f"{split} #{i}: {text}" for i, text in enumerate(dataset.texts)]
     else:
         item_names = [f"{split} #{i}" for i in range(len(dataset))]
 
@@ -159,7 +185,13 @@ def npz_gallery(path: Path, transform: object | None, item_shape: tuple[int, ...
         labels = stored["labels"]
         paths = [str(p) for p in stored["paths"]] if "paths" in stored else None
         ids = stored["ids"] if "ids" in stored else np.arange(len(labels))
-    item_names = paths if paths is not None else [f"#{i}" for i in ids]
+        texts = [str(t) for t in stored["texts"]] if "texts" in stored else None
+    if paths is not None:
+        item_names = paths
+    elif texts is not None:
+        item_names = [f"#{i}: {text}" for i, text in zip(ids, texts, strict=True)]
+    else:
+        item_names = [f"#{i}" for i in ids]
 
     def picture(i: int) -> np.ndarray:
         x = image_input(Path(paths[i]), transform, item_shape)

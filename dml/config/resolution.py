@@ -18,6 +18,7 @@ from dml.errors import DmlError
 
 # How OmegaConf reports a DmlError raised inside a resolver.
 RESOLVER_ERROR = "DmlError raised while resolving interpolation: "
+TEXT_SOURCE = "dml.datasets.user_files.text_file.TextFile"
 
 
 def check_resolvable(cfg: DictConfig) -> None:
@@ -30,7 +31,8 @@ def check_resolvable(cfg: DictConfig) -> None:
         if reason.startswith(RESOLVER_ERROR):
             # A resolver's own one-line error (e.g. an unknown backbone.name) says it all.
             raise DmlError(reason.removeprefix(RESOLVER_ERROR)) from None
-        raise DmlError(f"{key} cannot be resolved: {reason}{group_hint(cfg)}") from None
+        hint = group_hint(cfg) or text_hint(cfg, reason)
+        raise DmlError(f"{key} cannot be resolved: {reason}{hint}") from None
 
 
 def group_hint(cfg: DictConfig) -> str:
@@ -44,6 +46,17 @@ def group_hint(cfg: DictConfig) -> str:
                 f"(options: {', '.join(options)})"
             )
     return ""
+
+
+def text_hint(cfg: DictConfig, reason: str) -> str:
+    """Where a backbone for shaped inputs (mlp, convnet, timm, ...) meets text, the fix."""
+    source = OmegaConf.select(cfg, "dataset._target_", default=None)
+    if "dataset.input_shape" not in reason or source != TEXT_SOURCE:
+        return ""
+    return (
+        ". dataset=text gives texts, which have no input_shape; use backbone=hf_text (or "
+        "your own backbone that takes input_ids and attention_mask)"
+    )
 
 
 def nested_groups() -> dict[str, list[str]]:

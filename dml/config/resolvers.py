@@ -4,6 +4,7 @@ every entry point (the CLI, Hydra's compose API in tests and notebooks) has them
 ``${dml.feature_shape:PATH,LABELS_PATH,COLUMNS}`` and ``${dml.feature_classes:...}`` read
 a feature file's row shape and class count (``conf/dataset/features.yaml``), so the
 backbone and the per-class losses fit the user's file without the user counting columns.
+``${dml.text_classes:PATH}`` is the class count of a text table (``conf/dataset/text.yaml``).
 
 ``${dml.model_input:KEY}`` is what the run's backbone expects of its input (crop_size,
 resize_size, interpolation, mean, std; ``conf/dataset/transform/imagenet.yaml``), so the
@@ -39,6 +40,12 @@ def _feature_classes(path: Any, labels_path: Any = None, columns: Any = None) ->
     return file_num_classes(path, labels_path, _columns(columns))
 
 
+def _text_classes(path: Any) -> int | None:
+    from dml.datasets.user_files.text_file import file_num_classes
+
+    return file_num_classes(path)
+
+
 def _model_input(key: str, *, _parent_: Any, _root_: Any) -> Any:
     from dml.config.preprocessing import model_input_value
 
@@ -54,6 +61,7 @@ def _help_body(command: str, _root_: Any) -> str:
 RESOLVERS = {
     "dml.feature_shape": _feature_shape,
     "dml.feature_classes": _feature_classes,
+    "dml.text_classes": _text_classes,
     "dml.model_input": _model_input,
     "dml.help_body": _help_body,
 }

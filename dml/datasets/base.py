@@ -161,6 +161,11 @@ class DatasetSource(ABC):
     def load(self) -> DataSplits:
         """Read the data and return its three splits."""
 
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """How the loaders turn a list of items into a batch; None: torch's default
+        stacking. Text sources tokenize here (:class:`dml.datasets.tokens.TokenBatches`)."""
+        return None
+
     def folds_problem(self, setting: str = "dataset.folds") -> str | None:
         """Why this source cannot validate on class folds, or None if it can; ``setting``
         is the key the user asked for folds with, named in the fix."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from torch import Tensor
 from torch.nn import functional as F
 
 from dml.datasets.base import DataSplits, stacked_inputs
@@ -27,13 +28,15 @@ def raw_input_baseline(
     backend: str = "torch",
     exclude_same_group: bool = False,
 ) -> dict[str, float]:
-    """``test/raw_*`` retrieval metrics of the flattened test inputs, or {} when too big.
+    """``test/raw_*`` retrieval metrics of the flattened test inputs, or {} when too big,
+    or when the inputs are no vectors: texts (``dataset=text``), whose token ids are
+    vocabulary indices, between which a distance means nothing.
 
     Measured under the run's own evaluation protocol (``eval.*``), groups included."""
     if len(splits.test) > MAX_ITEMS:
         return {}
     first = splits.test[0][0]
-    if first.numel() > MAX_FEATURES:
+    if not isinstance(first, Tensor) or first.numel() > MAX_FEATURES:
         return {}
     inputs = stacked_inputs(splits.test).flatten(1).float()
     if normalize:

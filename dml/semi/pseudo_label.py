@@ -6,11 +6,13 @@ The loss that weighs them is the training module's
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
@@ -148,12 +150,18 @@ class PseudoLabeler(Callback):
                 "semi=pseudo_label needs the semi-supervised data module; the training "
                 "split here has no unlabelled part"
             )
-        metrics = self.relabel(pl_module, dataset)
+        metrics = self.relabel(pl_module, dataset, trainer.datamodule.source.collate_fn())
         pl_module.log_dict({f"train/{name}": value for name, value in metrics.items()})
 
-    def relabel(self, module: LightningModule, dataset: PseudoLabeledDataset) -> dict[str, float]:
-        """Assign pseudo-labels to ``dataset`` from ``module``'s embedding; returns metrics."""
-        embeddings = embed_items(module, dataset, self.eval_batch_size)
+    def relabel(
+        self,
+        module: LightningModule,
+        dataset: PseudoLabeledDataset,
+        collate: Callable[[list[Any]], Any] | None = None,
+    ) -> dict[str, float]:
+        """Assign pseudo-labels to ``dataset`` from ``module``'s embedding; returns metrics.
+        ``collate`` batches the items as the data module does (None: torch's default)."""
+        embeddings = embed_items(module, dataset, self.eval_batch_size, collate)
         observed = torch.where(dataset.labeled, dataset.hidden_labels, 0)
         if self.method == "kmeans":
             pseudo, confidence = kmeans_pseudo_labels(embeddings, observed, dataset.labeled)
@@ -171,14 +179,21 @@ class PseudoLabeler(Callback):
         }
 
 
-def embed_items(module: LightningModule, dataset: PseudoLabeledDataset, batch_size: int) -> Tensor:
+def embed_items(
+    module: LightningModule,
+    dataset: PseudoLabeledDataset,
+    batch_size: int,
+    collate: Callable[[list[Any]], Any] | None = None,
+) -> Tensor:
     """Every training item's embedding, in eval mode; the module's mode is restored."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            chunks = [module(x.to(module.device)).float().cpu() for x, _, _ in loader]
+            chunks = [
+                module(move_data_to_device(x, module.device)).float().cpu() for x, _, _ in loader
+            ]
     finally:
         module.train(was_training)
     return torch.cat(chunks)

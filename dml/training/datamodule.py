@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 class EmbeddingDataModule(pl.LightningDataModule):
     """Training batches come from the P×K sampler; evaluation batches are sequential.
+    Items become batches by the source's ``collate_fn`` (text is tokenized there).
 
     With ``pairs`` the training batches are instead ``batch_size`` Siamese pairs
     (:class:`dml.datasets.pairs.PairBatch`), ``positive_ratio`` of them similar.
@@ -154,6 +155,7 @@ class EmbeddingDataModule(pl.LightningDataModule):
                 pairs,
                 batch_size=self.batch_size,
                 sampler=self._shard(PairSampler(pairs)),
+                collate_fn=self.source.collate_fn(),
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.persistent_workers,
@@ -161,6 +163,7 @@ class EmbeddingDataModule(pl.LightningDataModule):
         return DataLoader(
             self.splits.train,
             batch_sampler=self._shard(self.train_sampler()),
+            collate_fn=self.source.collate_fn(),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -173,6 +176,7 @@ class EmbeddingDataModule(pl.LightningDataModule):
             batch_size=self.eval_batch_size,
             shuffle=False,
             sampler=self._eval_sampler(dataset),
+            collate_fn=self.source.collate_fn(),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

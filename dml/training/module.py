@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from dml.backbones.contracts import HasParameterGroups
 from dml.datasets.pairs import PairBatch
+from dml.datasets.tokens import joined
 from dml.errors import DmlError
 from dml.losses.base import EmbeddingLoss, HasOwnLearningRate, KnowsCollapsedValue
 from dml.metrics.pair_verification import MAX_PAIRS
@@ -175,7 +176,7 @@ class EmbeddingModule(pl.LightningModule):
         pair's members share a label and a dissimilar pair's differ, so they agree with
         the pairs for any loss that reads them."""
         count = len(batch.same)
-        raw = self.backbone(torch.cat([batch.first, batch.second]))
+        raw = self.backbone(joined(batch.first, batch.second))
         embeddings = self.embed(raw)
         same = batch.same.bool()
         index = torch.arange(count, device=same.device)

@@ -20,6 +20,7 @@ from dml.errors import DmlError
 from dml.instantiate import build
 from dml.training.trainer import check_accelerator
 from tests.conftest import group_options
+from tests.fixtures.text import make_tiny_encoder
 
 COMPONENT_GROUPS = [
     "backbone",
@@ -57,6 +58,8 @@ def test_every_option_instantiates(
         extra = ["backbone.input_shape=[3,64,64]", "backbone.weights=null"]
     elif option == "timm":
         extra = ["backbone.input_shape=[3,64,64]", "backbone.pretrained=false"]
+    elif option == "hf_text":
+        extra = [f"backbone.name={make_tiny_encoder(tmp_path / 'encoder', ['a tiny text'])}"]
     cfg = compose_cfg(f"{group}={option}", *extra)
     node = cfg[group]
     param = torch.nn.Parameter(torch.zeros(1))

@@ -9,6 +9,7 @@ column silently dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,18 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def read_columns(path: Path, feature_columns: Sequence[str] | None) -> FeatureRows:
-    frame = _read_frame(path)
-    frame.columns = [str(c) for c in frame.columns]
-    probe = FeatureRows(
-        path, np.empty((len(frame), 0)), np.empty(0), by_column=True, is_csv=_is_csv(path)
-    )
-    if LABEL not in frame.columns:
-        raise DmlError(
-            f"{path} has no column {LABEL!r} (its columns: {_listing(frame.columns)}); name "
-            "the column of class labels 'label'"
-        )
-    if len(frame) == 0:
-        raise DmlError(f"{path} has a header but no rows")
+    frame, probe = read_table(path)
     named = feature_columns is not None
     columns = (
         [str(c) for c in feature_columns]
@@ -54,7 +44,7 @@ def read_columns(path: Path, feature_columns: Sequence[str] | None) -> FeatureRo
     if missing:
         raise DmlError(
             f"dataset.feature_columns names {missing[0]!r}, which {path} does not have (its "
-            f"columns: {_listing(frame.columns)})"
+            f"columns: {listing(frame.columns)})"
         )
     used, values, skipped = [], [], []
     for name in columns:
@@ -65,31 +55,45 @@ def read_columns(path: Path, feature_columns: Sequence[str] | None) -> FeatureRo
             used.append(name)
             values.append(numbers)
     if skipped:
-        log.info("%s: skipped the text columns %s (not features)", path, _listing(skipped))
+        log.info("%s: skipped the text columns %s (not features)", path, listing(skipped))
     if not used:
         raise DmlError(
             f"{path} has no numeric feature column besides {LABEL}, {GROUP} and {SPLIT} "
-            f"(text columns: {_listing(skipped) or 'none'}); add feature columns"
+            f"(text columns: {listing(skipped) or 'none'}); add feature columns"
         )
-    rows = FeatureRows(
-        path,
-        np.empty((len(frame), 0)),
-        np.empty(0),
-        feature_names=tuple(used),
-        by_column=True,
-        is_csv=probe.is_csv,
+    rows = with_labels(frame, dataclasses.replace(probe, feature_names=tuple(used)))
+    return dataclasses.replace(rows, features=finite_float32(np.column_stack(values), rows))
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, FeatureRows]:
+    """A .csv or .parquet file as a frame with text column names, a ``label`` column and at
+    least one row, and rows without features or labels yet that name its cells in messages:
+    where every reader of a table (features, texts) starts."""
+    frame = _read_frame(path)
+    frame.columns = [str(c) for c in frame.columns]
+    probe = FeatureRows(
+        path, np.empty((len(frame), 0)), np.empty(0), by_column=True, is_csv=_is_csv(path)
     )
+    if LABEL not in frame.columns:
+        raise DmlError(
+            f"{path} has no column {LABEL!r} (its columns: {listing(frame.columns)}); name "
+            "the column of class labels 'label'"
+        )
+    if len(frame) == 0:
+        raise DmlError(f"{path} has a header but no rows")
+    return frame, probe
+
+
+def with_labels(frame: pd.DataFrame, rows: FeatureRows) -> FeatureRows:
+    """``rows`` with the table's labels (text labels as ids and class names), and its
+    ``group`` and ``split`` columns where it has them, each checked cell by cell."""
     ids, names = class_ids(_plain(frame[LABEL]), rows)
-    return FeatureRows(
-        path=path,
-        features=finite_float32(np.column_stack(values), rows),
+    return dataclasses.replace(
+        rows,
         labels=ids,
         class_names=names,
         groups=group_ids(_plain(frame[GROUP]), rows) if GROUP in frame.columns else None,
         split=split_values(_plain(frame[SPLIT]), rows) if SPLIT in frame.columns else None,
-        feature_names=tuple(used),
-        by_column=True,
-        is_csv=probe.is_csv,
     )
 
 
@@ -145,6 +149,6 @@ def _plain(column: pd.Series) -> np.ndarray:
     return column.to_numpy(dtype=object, na_value=None)
 
 
-def _listing(names: Sequence[str], most: int = 8) -> str:
+def listing(names: Sequence[str], most: int = 8) -> str:
     shown = ", ".join(str(n) for n in list(names)[:most])
     return shown + (f", … ({len(names)} in all)" if len(names) > most else "")

@@ -23,7 +23,13 @@ import numpy as np
 import torch
 
 from dml.datasets.base import DatasetSource, DataSplits, TensorLabeledDataset
-from dml.datasets.splitting import SPLITS, check_split_settings, marked_split, split_indices
+from dml.datasets.splitting import (
+    SPLITS,
+    check_split_settings,
+    marked_split,
+    no_folds_reason,
+    split_indices,
+)
 from dml.datasets.user_files.array_features import read_npy_pair, read_npz
 from dml.datasets.user_files.column_features import read_columns
 from dml.datasets.user_files.feature_rows import LABEL, SPLIT, FeatureRows
@@ -181,22 +187,7 @@ class FeatureFile(DatasetSource):
 
     def load(self) -> DataSplits:
         rows = self.rows()
-        self.check_classes(rows)
-        mode = self.split_mode(rows)
-        rng = np.random.default_rng(self.seed)
-        if mode == "file":
-            assert rows.split is not None
-            where = f"{rows.path}: {rows.field(SPLIT)}"
-            train, val, test = marked_split(rows.labels, rows.split, self.val_fraction, rng, where)
-        else:
-            train, val, test = split_indices(
-                rows.labels,
-                mode,
-                self.val_fraction,
-                self.test_fraction,
-                self.train_classes,
-                rng,
-            )
+        train, val, test, mode = self.split_rows(rows)
         x = torch.as_tensor(rows.features)
         if self.standardize:
             x = standardized(x, torch.as_tensor(train))
@@ -223,6 +214,31 @@ class FeatureFile(DatasetSource):
             return data
 
         return DataSplits(train=part(train), val=part(val), test=part(test))
+
+    def split_rows(self, rows: FeatureRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """Train, val and test row indices under ``dataset.split``, and the split used:
+        the rules of :mod:`dml.datasets.splitting`, class folds included."""
+        self.check_classes(rows)
+        mode = self.split_mode(rows)
+        rng = np.random.default_rng(self.seed)
+        if mode == "file":
+            assert rows.split is not None
+            where = f"{rows.path}: {rows.field(SPLIT)}"
+            train, val, test = marked_split(rows.labels, rows.split, self.val_fraction, rng, where)
+        else:
+            train, val, test = split_indices(
+                rows.labels,
+                mode,
+                self.val_fraction,
+                self.test_fraction,
+                self.train_classes,
+                rng,
+                self.class_folds,
+            )
+        return train, val, test, mode
+
+    def folds_problem(self, setting: str = "dataset.folds") -> str | None:
+        return no_folds_reason(self.split, setting=setting)
 
     def check_classes(self, rows: FeatureRows) -> None:
         """A class of one row can neither be trained on (no positive pair) nor retrieved."""

@@ -25,7 +25,8 @@ LABEL, GROUP, SPLIT = "label", "group", "split"
 @dataclass(frozen=True)
 class FeatureRows:
     """A feature file's rows: features, integer labels and, where the file has them,
-    class names, group ids and each row's own split (train, val or test)."""
+    class names, group ids and each row's own split (train, val or test). A text table
+    (:mod:`.text_file`) keeps its texts as the features, an array of strings."""
 
     path: Path
     features: np.ndarray

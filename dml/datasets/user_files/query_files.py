@@ -5,12 +5,16 @@ photo is resized and centre-cropped exactly as the test images were. In-memory p
 data (MNIST-sized arrays) have no such transform from files, so an image is converted to
 their channel count and resized to their height and width, scaled to [0, 1], and then
 given their evaluation transform. Feature data take rows of a ``.npy`` or ``.npz`` file.
+Text data (``dataset=text``) take texts: the value of ``query`` itself, a list of texts,
+or a ``.txt`` file of one query per line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,14 +27,16 @@ from dml.errors import DmlError
 from dml.transforms import ImageTransforms, TransformPair
 
 FEATURE_SUFFIXES = (".npy", ".npz")
+TEXT_SUFFIX = ".txt"
 
 
 @dataclass(frozen=True)
 class QueryInputs:
-    """Model inputs, one name per row (a file path, or ``row i`` of a feature file), and
-    the rows' labels where the file gives them."""
+    """Model inputs (a tensor, or texts for the data's tokenizer), one name per row (a file
+    path, ``row i`` of a feature file, the text), and the rows' labels where the file
+    gives them."""
 
-    inputs: Tensor
+    inputs: Tensor | list[str]
     names: list[str]
     labels: np.ndarray | None
     pictures: bool
@@ -120,6 +126,34 @@ def feature_queries(path: Path, item_shape: tuple[int, ...]) -> QueryInputs:
     names = [f"{path.name} row {i}" for i in range(len(rows))]
     inputs = torch.as_tensor(rows, dtype=torch.float32)
     return QueryInputs(inputs, names, labels, pictures=is_picture_shape(item_shape))
+
+
+def text_queries(query: Any) -> QueryInputs:
+    """``query``: a text, a list of texts, or a ``.txt`` file of one text per line (blank
+    lines skipped)."""
+    if isinstance(query, str) and query.strip().lower().endswith(TEXT_SUFFIX):
+        path = Path(query.strip()).expanduser()
+        if not path.is_file():
+            raise DmlError(
+                f"query={path} does not exist; give a .txt file of one query per line, or "
+                'the query itself: query="some text"'
+            )
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DmlError(f"query={path} cannot be read as UTF-8 text: {exc}") from None
+        texts = [line.strip() for line in lines if line.strip()]
+        if not texts:
+            raise DmlError(f"query={path} holds no text; write one query per line")
+        return QueryInputs(texts, texts, None, pictures=False)
+    given = list(query) if isinstance(query, Sequence) and not isinstance(query, str) else [query]
+    texts = [str(text).strip() for text in given]
+    if not texts or any(not text for text in texts):
+        raise DmlError(
+            f"query={query!r} holds an empty text; give the query itself "
+            '(query="some text"), a list (query=["first","second"]) or a .txt file'
+        )
+    return QueryInputs(texts, texts, None, pictures=False)
 
 
 def is_picture_shape(shape: tuple[int, ...]) -> bool:
